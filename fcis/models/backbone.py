@@ -1,0 +1,92 @@
+"""ResNet backbones: conv4 and (dilated) conv5 features, with three ways to get weights."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet
+from torchvision.models._api import WeightsEnum
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+__all__ = ["ResNetC4C5", "build_resnet", "load_backbone_weights", "BackboneWeights"]
+
+BackboneWeights = WeightsEnum | str | os.PathLike | None
+
+_RESNETS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50,
+            101: resnet.resnet101, 152: resnet.resnet152}
+
+
+def load_backbone_weights(model: nn.Module, weights: BackboneWeights) -> bool:
+    """Load ImageNet weights into a torchvision ResNet.
+
+    ``weights`` is a torchvision weights enum (downloaded, or read from torch hub's cache), a path
+    to a state-dict file (a plain state dict, or a checkpoint holding one under ``state_dict`` or
+    ``model``), or None (keep the random initialisation). Returns whether weights were loaded.
+    """
+    if weights is None:
+        return False
+    if isinstance(weights, WeightsEnum):
+        state = weights.get_state_dict(progress=True, check_hash=True)
+    else:
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"backbone weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing:
+        raise ValueError(f"backbone weights {weights!s} lack {len(missing)} keys, e.g. {missing[:3]}")
+    return True
+
+
+def build_resnet(depth: int, weights: BackboneWeights, *, dilate_conv5: bool, frozen_bn: bool,
+                 trainable_layers: int) -> resnet.ResNet:
+    """A torchvision ResNet with optional dilated conv5, frozen BN and frozen early stages.
+
+    With no weights the BatchNorm layers stay ordinary (trainable, batch statistics) and every
+    stage trains, as torchvision's detection builders do for a random backbone."""
+    if depth not in _RESNETS:
+        raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
+    pretrained = weights is not None
+    norm = FrozenBatchNorm2d if (pretrained and frozen_bn) else nn.BatchNorm2d
+    model = _RESNETS[depth](weights=None, norm_layer=norm,
+                            replace_stride_with_dilation=[False, False, dilate_conv5])
+    load_backbone_weights(model, weights)
+    if not pretrained:
+        trainable_layers = 5
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trainable.append("bn1")
+    for name, param in model.named_parameters():
+        if all(not name.startswith(layer) for layer in trainable):
+            param.requires_grad_(False)
+    return model
+
+
+class ResNetC4C5(nn.Module):
+    """Runs a ResNet up to conv4 (stride 16) and conv5 (stride 16 when dilated, else 32).
+
+    forward(x: (N, 3, H, W)) -> (c4: (N, C4, H/16, W/16), c5: (N, C5, H/16, W/16))
+    """
+
+    def __init__(self, net: resnet.ResNet) -> None:
+        super().__init__()
+        self.body = nn.Sequential(OrderedDict(
+            conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool,
+            layer1=net.layer1, layer2=net.layer2, layer3=net.layer3))
+        self.layer4 = net.layer4
+        block = net.layer4[-1]
+        self.c5_channels = (block.conv3 if hasattr(block, "conv3") else block.conv2).out_channels
+        self.c4_channels = self.c5_channels // 2
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        c4 = self.body(x)
+        return c4, self.layer4(c4)

@@ -1,0 +1,106 @@
+"""Typed configuration of FCIS. Every default is the paper's value (DESIGN.md §1) unless noted."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class FCISConfig:
+    """Configuration of the FCIS network.
+
+    ``num_classes`` counts foreground classes only; label 0 is background internally, and the
+    model predicts labels in 1..num_classes.
+    """
+
+    num_classes: int = 80
+
+    # Backbone: ResNet with conv5 dilated (stride 16 instead of 32).
+    depth: int = 101
+    dilate_conv5: bool = True
+    # Stages of the ResNet that train, counted from the top (5 = all). The original freezes
+    # conv1 and res2 (3 trainable); with a random backbone every stage trains.
+    trainable_layers: int = 3
+    # Frozen BatchNorm (statistics and affine) as the original; ignored (plain BatchNorm) for a
+    # randomly initialised backbone, whose statistics are meaningless when frozen.
+    frozen_bn: bool = True
+
+    # Input resizing (short side, long side limit) and normalisation (ImageNet statistics).
+    min_size: int = 600
+    max_size: int = 1000
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    # RPN on conv4. COCO anchors: base 16 × scales (4, 8, 16, 32); VOC uses (128, 256, 512).
+    anchor_sizes: tuple[int, ...] = (64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_channels: int = 512
+    rpn_fg_iou: float = 0.7
+    rpn_bg_iou: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_nms_iou: float = 0.7
+    rpn_pre_nms_top_n_train: int = 6000
+    rpn_post_nms_top_n_train: int = 300
+    rpn_pre_nms_top_n_test: int = 6000
+    rpn_post_nms_top_n_test: int = 300
+
+    # Head: 1×1 conv to 1024, then 2·k²·(C+1) inside/outside maps and 4·k² box maps.
+    head_channels: int = 1024
+    group_size: int = 7            # k: k×k relative positions
+    mask_size: int = 21            # P: side of the assembled mask
+    # Samples per cell and axis in the assembling (RoIAlign's sampling ratio); <= 0 is adaptive.
+    # Not a paper number: 2, as torchvision's RoI heads, keeps the cost fixed and export simple.
+    sampling_ratio: int = 2
+    # "joint": detection scores from max(inside, outside), as the paper. "separate": an extra set
+    # of k²·(C+1) position-sensitive detection maps (the paper's "separate score maps" ablation).
+    score_maps: str = "joint"
+
+    # RoI training.
+    roi_fg_iou: float = 0.5
+    add_gt_to_proposals: bool = True
+    ohem: bool = True
+    ohem_rois: int = 128           # RoIs kept (highest loss) of all proposals + GT per image
+    random_fg_fraction: float = 0.25   # foreground share when OHEM is off (random sampling)
+    box_coder_weights: tuple[float, float, float, float] = (5.0, 5.0, 2.0, 2.0)  # 1 / (0.2, 0.2, 0.5, 0.5)
+    mask_target_threshold: float = 0.4
+    cls_loss_weight: float = 1.0
+    mask_loss_weight: float = 1.0  # equal weights as the paper; the original code uses 10
+    box_loss_weight: float = 1.0
+    smooth_l1_beta: float = 1.0
+
+    # Inference.
+    two_pass: bool = True          # re-run the head on the refined boxes (600 candidates)
+    score_thresh: float = 0.001
+    nms_iou: float = 0.3
+    detections_per_img: int = 100
+    mask_voting: bool = True
+    voting_iou: float = 0.5
+    # Binarisation threshold of the output masks (probabilities): mask >= 0.4 is the instance.
+    # The tight box of the voted mask is taken at this threshold too.
+    mask_threshold: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 foreground class, got {self.num_classes}")
+        if self.mask_size < self.group_size:
+            raise ValueError(f"mask_size ({self.mask_size}) must be >= group_size ({self.group_size})")
+        if self.score_maps not in ("joint", "separate"):
+            raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
+        self.anchor_sizes = tuple(self.anchor_sizes)
+        self.aspect_ratios = tuple(self.aspect_ratios)
+        self.image_mean = tuple(self.image_mean)
+        self.image_std = tuple(self.image_std)
+        self.box_coder_weights = tuple(self.box_coder_weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FCISConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown FCISConfig fields: {unknown}")
+        return cls(**data)

@@ -1,0 +1,194 @@
+"""Position-sensitive RoI assembling: FCIS's parameter-free per-RoI op.
+
+A RoI is cut into a P×P grid. Output cell (i, j) of channel group g takes the RoIAlign value
+(torchvision's ``roi_align`` with ``aligned=True``) of input channel
+``g·k² + floor(i·k/P)·k + floor(j·k/P)`` at that cell, so each of the k×k position-sensitive
+score maps feeds one (P/k)×(P/k) block of the output. With P == k this is torchvision's
+``ps_roi_align``; FCIS uses k = 7 and P = 21, which ``ps_roi_align`` cannot express.
+
+The implementation is plain, vectorised PyTorch (``grid_sample`` with the coordinates computed
+exactly as torchvision's RoIAlign kernel computes them), so it is differentiable, runs on any
+device and dtype that ``grid_sample`` supports and exports to ONNX without custom operators.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ps_roi_assemble", "PSRoIAssemble", "boxes_to_rois"]
+
+
+def boxes_to_rois(boxes: Tensor | list[Tensor], like: Tensor | None = None) -> Tensor:
+    """Return ``Tensor[K, 5]`` (batch index, x1, y1, x2, y2) from either that form or a list of
+    ``Tensor[L, 4]`` per image, as torchvision's RoI ops accept."""
+    if isinstance(boxes, (list, tuple)):
+        for b in boxes:
+            if b.dim() != 2 or b.shape[1] != 4:
+                raise ValueError(f"each per-image box tensor must be [L, 4], got {tuple(b.shape)}")
+        if len(boxes) == 0:
+            dtype = like.dtype if like is not None else torch.float32
+            device = like.device if like is not None else None
+            return torch.zeros(0, 5, dtype=dtype, device=device)
+        cat = torch.cat(list(boxes), dim=0)
+        idx = torch.cat([torch.full((len(b), 1), i, dtype=cat.dtype, device=cat.device)
+                         for i, b in enumerate(boxes)], dim=0)
+        return torch.cat([idx, cat], dim=1)
+    if boxes.dim() != 2 or boxes.shape[1] != 5:
+        raise ValueError(f"boxes must be Tensor[K, 5] or a list of Tensor[L, 4], got {tuple(boxes.shape)}")
+    return boxes
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _cell_tables(k: int, ph: int, pw: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Group the P×P output cells by position group p = row_group·k + col_group.
+
+    Returns ``table`` (k², B) of flat cell indices (groups smaller than B are padded with cell 0,
+    computed and then never read) and ``inverse`` (ph·pw,): each cell's slot in the flattened
+    (k², B) table."""
+    rows = torch.arange(ph) * k // ph
+    cols = torch.arange(pw) * k // pw
+    group = (rows[:, None] * k + cols[None, :]).flatten()            # (ph*pw,)
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=k * k)
+    b = int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(ph * pw) - starts[group[order]]               # slot within its group
+    table = torch.zeros(k * k, b, dtype=torch.long)
+    table[group[order], slot] = order
+    inverse = torch.empty(ph * pw, dtype=torch.long)
+    inverse[order] = group[order] * b + slot
+    return table.to(device), inverse.to(device)
+
+
+def _sample_coords(start: Tensor, bin_size: Tensor, n_bins: int, grid: int, size: int) -> tuple[Tensor, Tensor]:
+    """Sampling coordinates along one axis, as torchvision's RoIAlign kernel computes them.
+
+    ``start``/``bin_size``: (M,). Returns the clamped pixel coordinate (M, n_bins, grid) and a
+    mask of samples that lie inside the map's [-1, size] band (others contribute zero)."""
+    bins = torch.arange(n_bins, dtype=start.dtype, device=start.device)
+    sub = torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5
+    c = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
+         + sub[None, None, :] * bin_size[:, None, None] / grid)
+    inside = (c >= -1.0) & (c <= size)
+    return c.clamp(min=0.0, max=size - 1), inside
+
+
+def _to_grid_coord(c: Tensor, size: int) -> Tensor:
+    # grid_sample with align_corners=False maps normalised u to pixel ((u + 1) * size - 1) / 2.
+    return (2.0 * c + 1.0) / size - 1.0
+
+
+def ps_roi_assemble(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    group_size: int,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+) -> Tensor:
+    """Assemble position-sensitive score maps per RoI.
+
+    Args:
+        input: (N, G·k·k, H, W) score maps, channels group-major, then row, then column of the
+            k×k grid of relative positions.
+        boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2) in image coordinates, or a list of
+            Tensor[L, 4] per image.
+        group_size: k, the side of the grid of relative positions.
+        output_size: P (or (Ph, Pw)), the side of the output grid.
+        spatial_scale: factor mapping box coordinates to ``input`` coordinates (1/stride).
+        sampling_ratio: samples per cell and axis; <= 0 means ceil(roi_size / P) as RoIAlign.
+
+    Returns:
+        (K, G, Ph, Pw): cell (i, j) of group g is RoIAlign (aligned=True) of channel
+        g·k² + floor(i·k/Ph)·k + floor(j·k/Pw).
+    """
+    k = int(group_size)
+    ph, pw = _pair(output_size)
+    if input.dim() != 4:
+        raise ValueError(f"input must be (N, C, H, W), got {tuple(input.shape)}")
+    n, c, h, w = input.shape
+    if k < 1 or c % (k * k) != 0:
+        raise ValueError(f"input channels ({c}) must be a multiple of group_size² ({k}² = {k * k})")
+    if ph < k or pw < k:
+        raise ValueError(f"output_size {(ph, pw)} must be at least group_size {k}")
+    g = c // (k * k)
+    rois = boxes_to_rois(boxes, input).to(dtype=input.dtype, device=input.device)
+    num = rois.shape[0]
+    if num == 0 or h == 0 or w == 0:
+        return input.new_zeros(num, g, ph, pw) + 0.0 * input.sum()
+
+    with torch.no_grad():
+        x1 = rois[:, 1] * spatial_scale - 0.5
+        y1 = rois[:, 2] * spatial_scale - 0.5
+        roi_w = rois[:, 3] * spatial_scale - 0.5 - x1
+        roi_h = rois[:, 4] * spatial_scale - 0.5 - y1
+        bin_w, bin_h = roi_w / pw, roi_h / ph
+        if sampling_ratio > 0:
+            grid_h = torch.full((num,), sampling_ratio, dtype=torch.long, device=rois.device)
+            grid_w = grid_h
+        else:
+            grid_h = torch.ceil(roi_h / ph).long()
+            grid_w = torch.ceil(roi_w / pw).long()
+        batch = rois[:, 0].long()
+        # One bucket per (image, grid_h, grid_w): every RoI in it has the same number of samples.
+        key = torch.stack([batch, grid_h.clamp(min=0), grid_w.clamp(min=0)], dim=1)
+        buckets, bucket_of = torch.unique(key, dim=0, return_inverse=True)
+        table, inverse = _cell_tables(k, ph, pw, input.device)
+
+    # (N, G, k², H, W) -> per image (k², G, H, W): position groups become grid_sample's batch.
+    maps = input.view(n, g, k * k, h, w).transpose(1, 2)
+    pieces, piece_index = [], []
+    for bucket_id, (b_img, gh, gw) in enumerate(buckets.tolist()):
+        idx = torch.nonzero(bucket_of == bucket_id).flatten()
+        m = idx.numel()
+        if gh <= 0 or gw <= 0:
+            pieces.append(input.new_zeros(m, g, ph * pw))
+            piece_index.append(idx)
+            continue
+        with torch.no_grad():
+            ys, y_in = _sample_coords(y1[idx], bin_h[idx], ph, gh, h)   # (m, ph, gh)
+            xs, x_in = _sample_coords(x1[idx], bin_w[idx], pw, gw, w)   # (m, pw, gw)
+            far = torch.tensor(-10.0, dtype=input.dtype, device=input.device)
+            # Full per-cell sample grid (m, ph, pw, gh, gw); samples outside the band read zero.
+            inside = y_in[:, :, None, :, None] & x_in[:, None, :, None, :]
+            gy = _to_grid_coord(ys, h)[:, :, None, :, None].expand(m, ph, pw, gh, gw)
+            gx = _to_grid_coord(xs, w)[:, None, :, None, :].expand(m, ph, pw, gh, gw)
+            grid = torch.stack([torch.where(inside, gx, far), torch.where(inside, gy, far)], dim=-1)
+            # Reorder cells by position group: (m, ph*pw, S, 2) -> (k², m * B * S, 1, 2).
+            grid = grid.reshape(m, ph * pw, gh * gw, 2)[:, table]         # (m, k², B, S, 2)
+            grid = grid.permute(1, 0, 2, 3, 4).reshape(k * k, -1, 1, 2)
+        sampled = F.grid_sample(maps[b_img], grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)                      # (k², G, m*B*S, 1)
+        cells = sampled.view(k * k, g, m, table.shape[1], gh * gw).mean(dim=-1)   # (k², G, m, B)
+        cells = cells.permute(2, 1, 0, 3).reshape(m, g, -1)               # (m, G, k²·B)
+        pieces.append(cells.index_select(2, inverse))
+        piece_index.append(idx)
+    values = torch.cat(pieces, dim=0)
+    order = torch.cat(piece_index, dim=0)
+    out = values.new_zeros(num, g, ph * pw).index_copy(0, order, values)
+    return out.view(num, g, ph, pw)
+
+
+class PSRoIAssemble(nn.Module):
+    """Module form of :func:`ps_roi_assemble`; holds k, P, spatial scale and sampling ratio."""
+
+    def __init__(self, group_size: int, output_size: int | tuple[int, int],
+                 spatial_scale: float = 1.0, sampling_ratio: int = -1) -> None:
+        super().__init__()
+        self.group_size = group_size
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
+        return ps_roi_assemble(input, boxes, self.group_size, self.output_size,
+                               self.spatial_scale, self.sampling_ratio)
+
+    def extra_repr(self) -> str:
+        return (f"group_size={self.group_size}, output_size={self.output_size}, "
+                f"spatial_scale={self.spatial_scale}, sampling_ratio={self.sampling_ratio}")

@@ -1,0 +1,167 @@
+"""ps_roi_assemble against a float64 loop reference, against torchvision, and gradcheck."""
+
+import math
+
+import pytest
+import torch
+from torchvision.ops import ps_roi_align, roi_align
+
+from fcis.ops import PSRoIAssemble, ps_roi_assemble
+
+
+def _bilinear(fmap, y, x):
+    """One RoIAlign sample, as torchvision's CPU kernel computes it (float64 scalars)."""
+    h, w = fmap.shape
+    if y < -1.0 or y > h or x < -1.0 or x > w:
+        return 0.0
+    y, x = max(y, 0.0), max(x, 0.0)
+    y_low, x_low = int(y), int(x)
+    if y_low >= h - 1:
+        y_high = y_low = h - 1
+        y = float(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= w - 1:
+        x_high = x_low = w - 1
+        x = float(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1.0 - ly, 1.0 - lx
+    return (hy * hx * fmap[y_low, x_low] + hy * lx * fmap[y_low, x_high]
+            + ly * hx * fmap[y_high, x_low] + ly * lx * fmap[y_high, x_high])
+
+
+def reference_ps_roi_assemble(input, rois, k, p, scale, sampling_ratio):
+    """Plain loops over RoIs, groups and cells: the contract written out."""
+    x = input.double().tolist()
+    num, groups = rois.shape[0], input.shape[1] // (k * k)
+    out = torch.zeros(num, groups, p, p, dtype=torch.float64)
+    for r in range(num):
+        b, x1, y1, x2, y2 = rois[r].double().tolist()
+        start_w, start_h = x1 * scale - 0.5, y1 * scale - 0.5
+        roi_w, roi_h = x2 * scale - 0.5 - start_w, y2 * scale - 0.5 - start_h
+        bin_h, bin_w = roi_h / p, roi_w / p
+        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / p)
+        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / p)
+        count = max(gh * gw, 1)
+        for g in range(groups):
+            for i in range(p):
+                for j in range(p):
+                    ch = g * k * k + (i * k // p) * k + (j * k // p)
+                    fmap = torch.tensor(x[int(b)][ch], dtype=torch.float64)
+                    acc = 0.0
+                    for iy in range(gh):
+                        yy = start_h + i * bin_h + (iy + 0.5) * bin_h / gh
+                        for ix in range(gw):
+                            xx = start_w + j * bin_w + (ix + 0.5) * bin_w / gw
+                            acc += float(_bilinear(fmap, yy, xx))
+                    out[r, g, i, j] = acc / count
+    return out
+
+
+def _random_rois(n_img, num, h, w, scale, gen):
+    """Boxes of many sizes, including ones that leave the map and degenerate ones."""
+    img_h, img_w = h / scale, w / scale
+    cx = torch.rand(num, generator=gen) * img_w * 1.2 - 0.1 * img_w
+    cy = torch.rand(num, generator=gen) * img_h * 1.2 - 0.1 * img_h
+    bw = torch.rand(num, generator=gen) * img_w * 0.9 + 1.0
+    bh = torch.rand(num, generator=gen) * img_h * 0.9 + 1.0
+    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+    boxes[0] = torch.tensor([3.0, 4.0, 3.0, 9.0])          # zero width
+    batch = torch.randint(0, n_img, (num, 1), generator=gen).double()
+    return torch.cat([batch, boxes.double()], 1)
+
+
+def _gather_cells(full, k, p, groups):
+    """From per-channel RoIAlign output (K, C, P, P), pick the channel each cell reads."""
+    out = torch.empty(full.shape[0], groups, p, p, dtype=full.dtype)
+    for g in range(groups):
+        for i in range(p):
+            for j in range(p):
+                out[:, g, i, j] = full[:, g * k * k + (i * k // p) * k + (j * k // p), i, j]
+    return out
+
+
+@pytest.mark.parametrize("k,p,sampling_ratio", [(3, 9, -1), (3, 7, 2), (2, 5, -1), (1, 4, 1)])
+def test_matches_loop_reference_float64(k, p, sampling_ratio):
+    gen = torch.Generator().manual_seed(k * 100 + p)
+    groups, h, w, scale = 2, 9, 11, 0.5
+    x = torch.randn(2, groups * k * k, h, w, generator=gen, dtype=torch.float64)
+    rois = _random_rois(2, 6, h, w, scale, gen)
+    got = ps_roi_assemble(x, rois, k, p, scale, sampling_ratio)
+    want = reference_ps_roi_assemble(x, rois, k, p, scale, sampling_ratio)
+    assert got.shape == (6, groups, p, p) and got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_matches_torchvision_roi_align_per_group_float64(sampling_ratio):
+    """FCIS's shape (k=7, P=21) against roi_align, channel by channel, to 1e-6."""
+    gen = torch.Generator().manual_seed(0)
+    k, p, groups, h, w, scale = 7, 21, 3, 19, 25, 1 / 16
+    x = torch.randn(2, groups * k * k, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    rois = _random_rois(2, 12, h, w, scale, gen)
+    got = ps_roi_assemble(x, rois, k, p, scale, sampling_ratio)
+    full = roi_align(x, rois, p, scale, sampling_ratio, aligned=True)
+    want = _gather_cells(full, k, p, groups)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+    weights = torch.randn(got.shape, generator=gen, dtype=torch.float64)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), x)
+    (grad_want,) = torch.autograd.grad((want * weights).sum(), x)
+    torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=1e-6)
+
+
+def test_equals_ps_roi_align_when_p_equals_k():
+    """P == k is exactly torchvision's ps_roi_align (same half-pixel offset, same sampling)."""
+    gen = torch.Generator().manual_seed(1)
+    k, groups = 3, 4
+    x = torch.randn(1, groups * k * k, 12, 12, generator=gen, dtype=torch.float64)
+    boxes = [torch.tensor([[1.0, 2.0, 9.0, 11.0], [0.0, 0.0, 12.0, 12.0]], dtype=torch.float64)]
+    got = ps_roi_assemble(x, boxes, k, k, 1.0, 2)
+    want = ps_roi_align(x, boxes, k, 1.0, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_float32_matches_float64():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 2 * 49, 20, 30, generator=gen, dtype=torch.float64)
+    rois = _random_rois(1, 20, 20, 30, 1 / 8, gen)
+    got32 = ps_roi_assemble(x.float(), rois.float(), 7, 21, 1 / 8)
+    got64 = ps_roi_assemble(x, rois, 7, 21, 1 / 8)
+    assert got32.dtype == torch.float32
+    # float32 error comes from normalising coordinates for grid_sample (~1e-7 relative, times W).
+    torch.testing.assert_close(got32.double(), got64, rtol=0, atol=1e-4)
+
+
+def test_gradcheck():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 2 * 4, 6, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.5, 1.0, 5.0, 4.5], [1, 2.0, 0.0, 7.0, 6.0], [0, -1.0, -1.0, 3.0, 2.0]],
+                        dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: ps_roi_assemble(t, rois, 2, 4, 1.0, -1), (x,))
+    assert torch.autograd.gradcheck(lambda t: ps_roi_assemble(t, rois, 2, 5, 1.0, 2), (x,))
+
+
+def test_list_of_boxes_and_module():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 9, 8, 8, generator=gen)
+    b0 = torch.tensor([[0.0, 0.0, 6.0, 6.0]])
+    b1 = torch.tensor([[1.0, 1.0, 7.0, 5.0], [2.0, 2.0, 3.0, 3.0]])
+    as_list = PSRoIAssemble(3, 6)(x, [b0, b1])
+    rois = torch.tensor([[0, 0.0, 0.0, 6.0, 6.0], [1, 1.0, 1.0, 7.0, 5.0], [1, 2.0, 2.0, 3.0, 3.0]])
+    torch.testing.assert_close(as_list, ps_roi_assemble(x, rois, 3, 6))
+    assert "group_size=3" in repr(PSRoIAssemble(3, 6))
+
+
+def test_no_rois_and_bad_input():
+    x = torch.randn(1, 18, 5, 5, requires_grad=True)
+    out = ps_roi_assemble(x, torch.zeros(0, 5), 3, 6)
+    assert out.shape == (0, 2, 6, 6)
+    out.sum().backward()                                     # an empty batch still back-propagates
+    assert x.grad is not None and float(x.grad.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        ps_roi_assemble(torch.randn(1, 10, 5, 5), torch.zeros(0, 5), 3, 6)
+    with pytest.raises(ValueError, match="Tensor\\[K, 5\\]"):
+        ps_roi_assemble(x, torch.zeros(3, 4), 3, 6)
