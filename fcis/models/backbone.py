@@ -45,18 +45,23 @@ def load_backbone_weights(model: nn.Module, weights: BackboneWeights) -> bool:
     return True
 
 
-def build_resnet(depth: int, weights: BackboneWeights, *, dilate_conv5: bool, frozen_bn: bool,
-                 trainable_layers: int) -> resnet.ResNet:
+def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dilate_conv5: bool,
+                 frozen_bn: bool, trainable_layers: int) -> resnet.ResNet:
     """A torchvision ResNet with optional dilated conv5, frozen BN and frozen early stages.
 
-    With no weights the BatchNorm layers stay ordinary (trainable, batch statistics) and every
-    stage trains, as torchvision's detection builders do for a random backbone."""
+    ``pretrained`` says whether the network is (or, when rebuilt from a checkpoint, was)
+    initialised from ImageNet. When it is not, the BatchNorm layers stay ordinary (trainable,
+    batch statistics) and every stage trains, as torchvision's detection builders do for a random
+    backbone."""
     if depth not in _RESNETS:
         raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
-    pretrained = weights is not None
+    pretrained = pretrained or weights is not None
     norm = FrozenBatchNorm2d if (pretrained and frozen_bn) else nn.BatchNorm2d
+    basic = depth < 50
     model = _RESNETS[depth](weights=None, norm_layer=norm,
-                            replace_stride_with_dilation=[False, False, dilate_conv5])
+                            replace_stride_with_dilation=[False, False, dilate_conv5 and not basic])
+    if dilate_conv5 and basic:
+        _dilate_basic_layer4(model.layer4)
     load_backbone_weights(model, weights)
     if not pretrained:
         trainable_layers = 5
@@ -69,6 +74,19 @@ def build_resnet(depth: int, weights: BackboneWeights, *, dilate_conv5: bool, fr
         if all(not name.startswith(layer) for layer in trainable):
             param.requires_grad_(False)
     return model
+
+
+def _dilate_basic_layer4(layer: nn.Sequential) -> None:
+    """torchvision refuses dilation in BasicBlock: apply the hole algorithm by hand, as torchvision
+    does for Bottleneck: the first block keeps stride 1, the 3×3 convs after it get dilation 2.
+    Shapes of the weights are unchanged, so ImageNet weights still load."""
+    first = layer[0]
+    first.conv1.stride = (1, 1)
+    if first.downsample is not None:
+        first.downsample[0].stride = (1, 1)
+    convs = [first.conv2] + [c for block in layer[1:] for c in (block.conv1, block.conv2)]
+    for conv in convs:
+        conv.dilation, conv.padding = (2, 2), (2, 2)
 
 
 class ResNetC4C5(nn.Module):

@@ -25,6 +25,9 @@ class FCISConfig:
     # Frozen BatchNorm (statistics and affine) as the original; ignored (plain BatchNorm) for a
     # randomly initialised backbone, whose statistics are meaningless when frozen.
     frozen_bn: bool = True
+    # Set by the builders when ImageNet weights are loaded; decides frozen BN and frozen stages,
+    # so that a checkpoint rebuilds the same layers without the weights file.
+    backbone_pretrained: bool = False
 
     # Input resizing (short side, long side limit) and normalisation (ImageNet statistics).
     min_size: int = 600

@@ -1,0 +1,38 @@
+"""Keyword-only builders: ``fcis_resnet50(num_classes=…, weights_backbone=…)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backbone import BackboneWeights, ResNetC4C5, build_resnet
+from .config import FCISConfig
+from .model import FCIS
+
+__all__ = ["fcis_resnet18", "fcis_resnet50", "fcis_resnet101"]
+
+
+def _fcis(depth: int, num_classes: int, weights_backbone: BackboneWeights, overrides: dict[str, Any]) -> FCIS:
+    if overrides.pop("depth", depth) != depth:
+        raise ValueError(f"this builder makes a ResNet-{depth} FCIS")
+    pretrained = overrides.pop("backbone_pretrained", False) or weights_backbone is not None
+    config = FCISConfig(num_classes=num_classes, depth=depth, backbone_pretrained=pretrained, **overrides)
+    net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=config.dilate_conv5,
+                       frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers)
+    return FCIS(config, ResNetC4C5(net))
+
+
+def fcis_resnet18(*, num_classes: int, weights_backbone: BackboneWeights = None, **overrides: Any) -> FCIS:
+    """FCIS on ResNet-18 (conv4 256 and conv5 512 channels). ``num_classes`` counts foreground
+    classes; ``weights_backbone`` is a torchvision weights enum, a state-dict path or None;
+    ``overrides`` are :class:`FCISConfig` fields."""
+    return _fcis(18, num_classes, weights_backbone, overrides)
+
+
+def fcis_resnet50(*, num_classes: int, weights_backbone: BackboneWeights = None, **overrides: Any) -> FCIS:
+    """FCIS on ResNet-50 (the paper's R-50 entry). Arguments as :func:`fcis_resnet18`."""
+    return _fcis(50, num_classes, weights_backbone, overrides)
+
+
+def fcis_resnet101(*, num_classes: int, weights_backbone: BackboneWeights = None, **overrides: Any) -> FCIS:
+    """FCIS on ResNet-101 (the paper's main model). Arguments as :func:`fcis_resnet18`."""
+    return _fcis(101, num_classes, weights_backbone, overrides)

@@ -1,0 +1,87 @@
+"""FCIS head: shared position-sensitive score maps and their per-RoI assembling (no RoI parameters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ...ops import ps_roi_assemble
+from .config import FCISConfig
+
+__all__ = ["FCISHead", "ScoreMaps", "RoIScores"]
+
+
+@dataclass
+class ScoreMaps:
+    """Score maps of a batch at the feature stride.
+
+    inside_outside: (N, 2·k²·(C+1), H, W), groups ordered (class, inside/outside), then k×k positions.
+    boxes: (N, 4·k², H, W), class-agnostic box deltas per position.
+    detection: (N, k²·(C+1), H, W) only with ``score_maps="separate"``; else None.
+    """
+
+    inside_outside: Tensor
+    boxes: Tensor
+    detection: Tensor | None
+
+
+@dataclass
+class RoIScores:
+    """Per-RoI outputs. class_logits (R, C+1); mask_logits (R, C+1, 2, P, P) with [:, :, 0] the
+    inside and [:, :, 1] the outside score; box_deltas (R, 4)."""
+
+    class_logits: Tensor
+    mask_logits: Tensor
+    box_deltas: Tensor
+
+    def select(self, index: Tensor) -> "RoIScores":
+        return RoIScores(self.class_logits[index], self.mask_logits[index], self.box_deltas[index])
+
+    def mask_probs(self) -> Tensor:
+        """(R, C+1, P, P): per-pixel softmax over (inside, outside), probability of inside."""
+        return torch.sigmoid(self.mask_logits[:, :, 0] - self.mask_logits[:, :, 1])
+
+
+class FCISHead(nn.Module):
+    """conv5 -> 1×1 conv (1024) + ReLU -> inside/outside maps and box maps; assembles RoIs.
+
+    Joint formulation (paper §3): per pixel and class, the mask probability is
+    softmax(inside, outside) and the detection score max(inside, outside); the detection
+    scores are averaged over the P×P RoI into C+1 logits.
+    """
+
+    def __init__(self, cfg: FCISConfig, in_channels: int, feature_stride: int) -> None:
+        super().__init__()
+        k2, classes = cfg.group_size ** 2, cfg.num_classes + 1
+        self.cfg = cfg
+        self.spatial_scale = 1.0 / feature_stride
+        self.reduce = nn.Conv2d(in_channels, cfg.head_channels, 1)
+        self.inside_outside = nn.Conv2d(cfg.head_channels, 2 * k2 * classes, 1)
+        self.boxes = nn.Conv2d(cfg.head_channels, 4 * k2, 1)
+        self.detection = (nn.Conv2d(cfg.head_channels, k2 * classes, 1)
+                          if cfg.score_maps == "separate" else None)
+        for layer in (self.reduce, self.inside_outside, self.boxes, self.detection):
+            if layer is not None:
+                nn.init.normal_(layer.weight, std=0.01)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, c5: Tensor) -> ScoreMaps:
+        x = self.reduce(c5).relu_()
+        det = self.detection(x) if self.detection is not None else None
+        return ScoreMaps(self.inside_outside(x), self.boxes(x), det)
+
+    def score_rois(self, maps: ScoreMaps, rois: Tensor) -> RoIScores:
+        """Assemble RoIs (Tensor[R, 5]: batch index, x1, y1, x2, y2 in input pixels)."""
+        cfg, k, p = self.cfg, self.cfg.group_size, self.cfg.mask_size
+        assembled = ps_roi_assemble(maps.inside_outside, rois, k, p, self.spatial_scale, cfg.sampling_ratio)
+        mask_logits = assembled.view(rois.shape[0], cfg.num_classes + 1, 2, p, p)
+        if maps.detection is None:
+            class_logits = mask_logits.amax(dim=2).mean(dim=(2, 3))
+        else:
+            det = ps_roi_assemble(maps.detection, rois, k, k, self.spatial_scale, cfg.sampling_ratio)
+            class_logits = det.mean(dim=(2, 3))
+        # The box maps are assembled on the k×k grid and averaged (the original's PS-RoI pooling).
+        deltas = ps_roi_assemble(maps.boxes, rois, k, k, self.spatial_scale, cfg.sampling_ratio)
+        return RoIScores(class_logits, mask_logits, deltas.mean(dim=(2, 3)))

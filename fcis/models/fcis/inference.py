@@ -1,0 +1,40 @@
+"""From scored candidates to detections: per-class NMS, top-k, mask voting, pasting."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from .config import FCISConfig
+from .mask_voting import masks_to_boxes_or_keep, vote_masks
+
+__all__ = ["select_detections"]
+
+
+def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
+                      image_size: tuple[int, int], cfg: FCISConfig) -> dict[str, Tensor]:
+    """Detections of one image.
+
+    Args:
+        boxes (M, 4): candidate boxes in output-image pixels.
+        class_probs (M, C+1): softmax class probabilities (column 0 = background).
+        mask_probs (M, C+1, P, P): per-class inside probabilities over each candidate's box.
+        image_size: (H, W) of the output image.
+
+    Returns:
+        torchvision's contract: boxes (N, 4), labels (N,) in 1..C, scores (N,) descending,
+        masks (N, 1, H, W) probabilities (the instance is ``mask >= cfg.mask_threshold``).
+    """
+    scores = class_probs[:, 1:]                                              # (M, C)
+    cand, cls = torch.nonzero(scores > cfg.score_thresh, as_tuple=True)
+    flat_scores = scores[cand, cls]
+    keep = batched_nms(boxes[cand], flat_scores, cls, cfg.nms_iou)[: cfg.detections_per_img]
+    cand, labels, det_scores = cand[keep], cls[keep] + 1, flat_scores[keep]
+    det_boxes = boxes[cand]
+    masks = vote_masks(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
+                       iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
+                       kept_index=cand)
+    if cfg.mask_voting:
+        det_boxes = masks_to_boxes_or_keep(masks, det_boxes, cfg.mask_threshold)
+    return {"boxes": det_boxes, "labels": labels, "scores": det_scores, "masks": masks[:, None]}

@@ -1,0 +1,70 @@
+"""Mask voting (FCIS paper §3, inference): each kept detection's mask becomes the score-weighted
+average, in image space, of the masks of all candidates of its class that overlap its box."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_iou
+
+from ..mask_paste import paste_masks_in_frame
+
+__all__ = ["vote_masks", "masks_to_boxes_or_keep"]
+
+
+def _frame(boxes: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
+    """Smallest integer pixel window holding every box, clipped to the image."""
+    x0, y0 = boxes[:, 0].min().item(), boxes[:, 1].min().item()
+    x1, y1 = boxes[:, 2].max().item(), boxes[:, 3].max().item()
+    return (max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0),
+            min(int(math.ceil(x1)), width), min(int(math.ceil(y1)), height))
+
+
+def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand_scores: Tensor,
+               cand_masks: Tensor, image_size: tuple[int, int], *, iou: float, min_score: float,
+               voting: bool = True, kept_index: Tensor | None = None) -> Tensor:
+    """Image-space masks of the kept detections.
+
+    Args:
+        kept_boxes (N, 4), kept_labels (N,): the detections after NMS, in image pixels.
+        cand_boxes (M, 4), cand_scores (M, C+1), cand_masks (M, C+1, P, P): every candidate.
+        image_size: (H, W) of the output.
+        iou: candidates whose box IoU with a kept box is >= this vote for it.
+        min_score: candidates with a class score <= this do not vote.
+        voting: False pastes each detection's own mask (``kept_index`` (N,) gives its candidate).
+
+    Returns:
+        (N, H, W) float masks in [0, 1].
+    """
+    height, width = image_size
+    out = cand_masks.new_zeros(len(kept_boxes), height, width)
+    if len(kept_boxes) == 0:
+        return out
+    overlaps = box_iou(kept_boxes, cand_boxes) if voting else None
+    for n in range(len(kept_boxes)):
+        c = int(kept_labels[n])
+        if voting:
+            members = torch.nonzero((overlaps[n] >= iou) & (cand_scores[:, c] > min_score)).flatten()
+            if members.numel() == 0:                      # only possible with a degenerate box
+                members = overlaps[n].argmax().view(1)
+        else:
+            members = kept_index[n].view(1)
+        boxes = cand_boxes[members]
+        frame = _frame(torch.cat([boxes, kept_boxes[n:n + 1]]), height, width)
+        pasted = paste_masks_in_frame(cand_masks[members, c], boxes, frame)  # (K, h, w)
+        weights = cand_scores[members, c]
+        voted = (weights[:, None, None] * pasted).sum(0) / weights.sum().clamp(min=1e-12)
+        out[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
+    return out
+
+
+def masks_to_boxes_or_keep(masks: Tensor, boxes: Tensor, threshold: float) -> Tensor:
+    """Tight xyxy box of each mask >= ``threshold`` (pixel edges); the given box where empty."""
+    out = boxes.clone()
+    for n in range(len(masks)):
+        ys, xs = torch.nonzero(masks[n] >= threshold, as_tuple=True)
+        if ys.numel():
+            out[n] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).to(boxes.dtype)
+    return out

@@ -1,0 +1,110 @@
+"""The FCIS network: backbone, RPN on conv4, position-sensitive head on conv5."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.ops import clip_boxes_to_image
+
+from ..backbone import ResNetC4C5
+from ..rpn import build_rpn
+from .config import FCISConfig
+from .head import FCISHead, RoIScores, ScoreMaps
+from .inference import select_detections
+from .losses import per_roi_losses, reduce_losses, select_hard, select_random
+from .targets import assign_targets, mask_targets
+
+__all__ = ["FCIS"]
+
+
+class FCIS(nn.Module):
+    """Fully Convolutional Instance-aware Semantic Segmentation (Li et al., CVPR 2017).
+
+    ``model(images, targets)`` in training mode returns the losses ``loss_objectness``,
+    ``loss_rpn_box_reg`` (RPN), ``loss_classifier``, ``loss_mask``, ``loss_box_reg`` (RoIs).
+    ``model(images)`` in eval mode returns per image a dict with ``boxes`` (N, 4), ``labels``
+    (N,) in 1..C, ``scores`` (N,) and ``masks`` (N, 1, H, W) probabilities at the input image's
+    size; binarise at ``config.mask_threshold`` (0.4, the paper's value).
+    images: list of (3, H, W) float tensors in [0, 1]; targets: list of dicts with ``boxes``
+    (G, 4) xyxy, ``labels`` (G,) in 1..C and ``masks`` (G, H, W).
+    """
+
+    def __init__(self, config: FCISConfig, backbone: ResNetC4C5) -> None:
+        super().__init__()
+        self.config = config
+        self.transform = GeneralizedRCNNTransform(config.min_size, config.max_size,
+                                                  list(config.image_mean), list(config.image_std))
+        self.backbone = backbone
+        self.rpn = build_rpn(config, backbone.c4_channels)
+        self.feature_stride = 16 if config.dilate_conv5 else 32
+        self.head = FCISHead(config, backbone.c5_channels, self.feature_stride)
+        self.box_coder = BoxCoder(config.box_coder_weights)
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        if self.training and targets is None:
+            raise ValueError("targets are required in training mode")
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        batch, targets = self.transform(images, targets)
+        c4, c5 = self.backbone(batch.tensors)
+        proposals, rpn_losses = self.rpn(batch, {"0": c4}, targets)
+        maps = self.head(c5)
+        if self.training:
+            return {**rpn_losses, **self.roi_losses(maps, proposals, targets)}
+        return self.detect(maps, proposals, batch.image_sizes, original_sizes)
+
+    def roi_losses(self, maps: ScoreMaps, proposals: list[Tensor], targets: list[dict[str, Tensor]]
+                   ) -> dict[str, Tensor]:
+        """Label the proposals (+ GT), pick the RoIs to learn from (OHEM: the ``ohem_rois`` with
+        the highest loss of a gradient-free pass over all; else a random balanced sample), and
+        return the reduced RoI losses of those."""
+        cfg = self.config
+        t = assign_targets([p.detach() for p in proposals], targets, self.box_coder,
+                           cfg.roi_fg_iou, cfg.add_gt_to_proposals)
+        masks = mask_targets(t, targets, cfg.mask_size, cfg.mask_target_threshold)
+        weights = (cfg.cls_loss_weight, cfg.mask_loss_weight, cfg.box_loss_weight)
+        if cfg.ohem:
+            with torch.no_grad():
+                losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets,
+                                        masks, cfg.smooth_l1_beta)
+                total = sum(w * loss for w, loss in zip(weights, losses))
+                index = select_hard(total, t.rois[:, 0], cfg.ohem_rois)
+        else:
+            index = select_random(t.labels, t.rois[:, 0], cfg.ohem_rois, cfg.random_fg_fraction)
+        t, masks = t.select(index), masks[index]
+        losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets, masks,
+                                cfg.smooth_l1_beta)
+        return reduce_losses(*losses, t.labels, weights)
+
+    def score_candidates(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+                         ) -> tuple[Tensor, Tensor, RoIScores]:
+        """Score the proposals and, with ``two_pass``, again the boxes they regress to.
+
+        Returns rois (M, 5), class probabilities (M, C+1) and the RoIScores of all candidates."""
+        rois = torch.cat([torch.cat([torch.full_like(p[:, :1], i), p], dim=1)
+                          for i, p in enumerate(proposals)])
+        first = self.head.score_rois(maps, rois)
+        if not self.config.two_pass:
+            return rois, first.class_logits.softmax(-1), first
+        refined = self.box_coder.decode_single(first.box_deltas, rois[:, 1:])
+        for i, size in enumerate(image_sizes):
+            sel = rois[:, 0] == i
+            refined[sel] = clip_boxes_to_image(refined[sel], size)
+        rois2 = torch.cat([rois[:, :1], refined], dim=1)
+        second = self.head.score_rois(maps, rois2)
+        both = RoIScores(*(torch.cat([a, b]) for a, b in (
+            (first.class_logits, second.class_logits), (first.mask_logits, second.mask_logits),
+            (first.box_deltas, second.box_deltas))))
+        return torch.cat([rois, rois2]), both.class_logits.softmax(-1), both
+
+    def detect(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]],
+               original_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        rois, probs, scores = self.score_candidates(maps, proposals, image_sizes)
+        mask_probs = scores.mask_probs()
+        results = []
+        for i, (size, original) in enumerate(zip(image_sizes, original_sizes)):
+            sel = torch.nonzero(rois[:, 0] == i).flatten()
+            boxes = resize_boxes(rois[sel, 1:], size, original)
+            results.append(select_detections(boxes, probs[sel], mask_probs[sel], original, self.config))
+        return results
