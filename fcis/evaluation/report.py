@@ -1,0 +1,111 @@
+"""All metrics in one call, a text table of them, and ``metrics.json`` on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .coco_eval import COCO_METRICS, evaluate_coco
+from .ground_truth import CocoLike, load_coco_gt
+from .proposal_recall import mask_average_recall
+from .voc_eval import evaluate_voc
+
+__all__ = ["evaluate_results", "format_metrics_table", "write_metrics"]
+
+
+def evaluate_results(
+    coco_gt: CocoLike, results: list[dict], *, voc: bool = True, proposal_recall: bool = False
+) -> dict:
+    """Every metric of ``results`` (COCO results entries) against ``coco_gt``.
+
+    Returns ``{"segm": evaluate_coco(.., "segm"), "bbox": evaluate_coco(.., "bbox"),
+    "voc": evaluate_voc(..), "ar": mask_average_recall(..), "num_images": int,
+    "num_detections": int}``. ``"voc"`` only with ``voc=True``, ``"ar"`` only with
+    ``proposal_recall=True``; ``"segm"``, ``"voc"`` and ``"ar"`` need masks and are left out when
+    the results are non-empty and none has a ``segmentation`` (box-only models).
+    """
+    gt = load_coco_gt(coco_gt)
+    has_masks = not results or any("segmentation" in r for r in results)
+    metrics: dict = {}
+    if has_masks:
+        metrics["segm"] = evaluate_coco(gt, results, "segm")
+    metrics["bbox"] = evaluate_coco(gt, results, "bbox")
+    if voc and has_masks:
+        metrics["voc"] = evaluate_voc(gt, results)
+    if proposal_recall and has_masks:
+        metrics["ar"] = mask_average_recall(gt, results)
+    metrics["num_images"] = len(gt.getImgIds())
+    metrics["num_detections"] = len(results)
+    return metrics
+
+
+def _pct(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{100 * x:.1f}"
+
+
+def format_metrics_table(metrics: dict) -> str:
+    """Aligned text table of an :func:`evaluate_results` dict: one row per COCO task (segm, bbox)
+    with the AP columns ×100 to one decimal (``-`` for ``nan``), then a VOC line, an AR line and a
+    counts line when those entries are present."""
+    lines = []
+    tasks = [t for t in ("segm", "bbox") if t in metrics]
+    if tasks:
+        lines.append(f"{'':<6}" + "".join(f"{k:>7}" for k in COCO_METRICS))
+        for t in tasks:
+            lines.append(f"{t:<6}" + "".join(f"{_pct(metrics[t].get(k)):>7}" for k in COCO_METRICS))
+    if "voc" in metrics:
+        voc = metrics["voc"]
+        parts = [f"{k}: {_pct(v)}" for k, v in voc.items() if k.startswith("mAP@")]
+        lines.append("VOC mask mAP^r  " + "  ".join(parts) + f"  ({voc.get('rule', '')})")
+    if "ar" in metrics:
+        lines.append("mask AR (class-agnostic)  " + "  ".join(f"{k}: {_pct(v)}" for k, v in metrics["ar"].items()))
+    counts = [f"{k.replace('num_', '')}: {metrics[k]}" for k in ("num_images", "num_detections") if k in metrics]
+    if counts:
+        lines.append("  ".join(counts))
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    """Plain-JSON copy: numpy scalars/arrays → Python, non-finite floats → ``None``."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_metrics(out_dir: str | os.PathLike, metrics: dict) -> Path:
+    """Write ``metrics`` to ``out_dir/metrics.json`` (creating ``out_dir``) atomically: a temp file
+    in the same folder, fsync'd, then ``os.replace``. ``nan``/``inf`` are written as ``null`` so the
+    file is strict JSON. Returns the path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    text = json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".metrics.", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
