@@ -1,0 +1,154 @@
+"""FCIS model: output contract, losses (also for images without objects), parts and builders."""
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from fcis.models import BUILDERS, FCISConfig, build_model, fcis_resnet18
+from fcis.models.fcis.losses import select_hard, select_random
+from fcis.models.fcis.mask_voting import masks_to_boxes_or_keep, vote_masks
+from fcis.models.mask_paste import paste_masks_in_frame
+
+SMALL = dict(min_size=96, max_size=128, anchor_sizes=(16, 32, 64), rpn_pre_nms_top_n_test=500,
+             rpn_post_nms_top_n_test=50, rpn_post_nms_top_n_train=50, ohem_rois=32)
+
+
+def _target(h, w, boxes, labels):
+    masks = torch.zeros(len(boxes), h, w, dtype=torch.uint8)
+    for m, (x1, y1, x2, y2) in zip(masks, boxes):
+        m[y1:y2, x1:x2] = 1
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64), "masks": masks}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return fcis_resnet18(num_classes=3, **SMALL)
+
+
+def test_eval_output_contract(model):
+    model.eval()
+    images = [torch.rand(3, 90, 120), torch.rand(3, 70, 64)]
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for o, img in zip(out, images):
+        n = len(o["boxes"])
+        assert set(o) == {"boxes", "labels", "scores", "masks"}
+        assert o["boxes"].shape == (n, 4) and o["boxes"].dtype == torch.float32
+        assert o["labels"].dtype == torch.int64 and o["scores"].dtype == torch.float32
+        assert o["masks"].shape == (n, 1, *img.shape[-2:]) and o["masks"].dtype == torch.float32
+        assert 0 < n <= model.config.detections_per_img       # random weights: many weak detections
+        assert int(o["labels"].min()) >= 1 and int(o["labels"].max()) <= 3
+        assert torch.all(o["scores"][:-1] >= o["scores"][1:])
+        assert float(o["masks"].min()) >= 0.0 and float(o["masks"].max()) <= 1.0
+        assert torch.all(o["boxes"][:, 2] >= o["boxes"][:, 0]) and torch.all(o["boxes"][:, 3] >= o["boxes"][:, 1])
+        assert float(o["boxes"][:, 2].max()) <= img.shape[-1] and float(o["boxes"][:, 3].max()) <= img.shape[-2]
+
+
+def test_losses_finite_and_zero_without_objects(model):
+    model.train()
+    images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]
+    with_objects = _target(96, 128, [[10, 10, 60, 50], [70, 40, 120, 90]], [1, 3])
+    empty = _target(96, 128, [], [])
+    losses = model(images, [with_objects, empty])
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_mask", "loss_box_reg"}
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    assert float(losses["loss_mask"]) > 0 and float(losses["loss_classifier"]) > 0
+
+    only_empty = model(images[1:], [empty])
+    assert float(only_empty["loss_mask"]) == 0.0 and float(only_empty["loss_box_reg"]) == 0.0
+    assert float(only_empty["loss_rpn_box_reg"]) == 0.0
+    assert float(only_empty["loss_classifier"]) > 0
+    sum(only_empty.values()).backward()                     # an image without objects trains
+    grads = [p.grad for p in model.head.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+
+
+def test_training_requires_targets(model):
+    model.train()
+    with pytest.raises(ValueError, match="targets"):
+        model([torch.rand(3, 64, 64)])
+
+
+@pytest.mark.parametrize("overrides", [dict(ohem=False), dict(score_maps="separate"), dict(group_size=1),
+                                       dict(two_pass=False, mask_voting=False)])
+def test_variants_train_and_predict(overrides):
+    m = fcis_resnet18(num_classes=2, **{**SMALL, **overrides})
+    m.train()
+    losses = m([torch.rand(3, 96, 96)], [_target(96, 96, [[20, 20, 70, 80]], [2])])
+    assert all(torch.isfinite(v) for v in losses.values())
+    m.eval()
+    with torch.no_grad():
+        (o,) = m([torch.rand(3, 96, 96)])
+    assert o["masks"].shape[1:] == (1, 96, 96)
+
+
+def test_ohem_keeps_the_hardest_per_image():
+    total = torch.tensor([0.1, 5.0, 0.3, 2.0, 9.0, 0.2, 1.0])
+    batch = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    chosen = select_hard(total, batch, keep=2)
+    assert sorted(chosen.tolist()) == [1, 3, 4, 6]
+    labels = torch.tensor([1] * 10 + [0] * 90)
+    picked = select_random(labels, torch.zeros(100), keep=40, fg_fraction=0.25)
+    assert len(picked) == 40 and int((labels[picked] > 0).sum()) == 10
+
+
+def test_paste_and_vote():
+    ones = torch.ones(1, 21, 21)
+    pasted = paste_masks_in_frame(ones, torch.tensor([[4.0, 2.0, 12.0, 10.0]]), (0, 0, 16, 16))[0]
+    assert pasted[3:9, 5:11].min() > 0.99                       # inside the box
+    assert pasted[12:, :].max() == 0 and pasted[:, 14:].max() == 0  # outside it
+
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 8.0, 8.0], [20.0, 20.0, 30.0, 30.0]])
+    masks = torch.zeros(3, 2, 21, 21)
+    masks[0, 1], masks[1, 1, :, :10], masks[2, 1] = 1.0, 1.0, 1.0
+    scores = torch.tensor([[0.1, 0.9], [0.7, 0.3], [0.2, 0.8]])
+    voted = vote_masks(boxes[:1], torch.tensor([1]), boxes, scores, masks, (32, 32), iou=0.5, min_score=0.01)
+    # candidates 0 and 1 vote (IoU 1), candidate 2 is elsewhere: left half 1.0, right half 0.9/(0.9+0.3)
+    assert abs(float(voted[0, 4, 1]) - 1.0) < 1e-5 and abs(float(voted[0, 4, 6]) - 0.75) < 1e-5
+    assert float(voted[0, 20:, 20:].max()) == 0.0
+    own = vote_masks(boxes[1:2], torch.tensor([1]), boxes, scores, masks, (32, 32), iou=0.5, min_score=0.01,
+                     voting=False, kept_index=torch.tensor([1]))
+    assert float(own[0, 4, 6]) == 0.0 and float(own[0, 4, 1]) == 1.0
+    tight = masks_to_boxes_or_keep(voted, boxes[:1], 0.4)
+    assert tight.tolist() == [[0.0, 0.0, 8.0, 8.0]]
+
+
+def test_config_defaults_are_the_papers():
+    c = FCISConfig()
+    assert (c.group_size, c.mask_size, c.head_channels) == (7, 21, 1024)
+    assert (c.rpn_nms_iou, c.rpn_pre_nms_top_n_test, c.rpn_post_nms_top_n_test) == (0.7, 6000, 300)
+    assert (c.roi_fg_iou, c.ohem_rois, c.nms_iou, c.voting_iou, c.mask_threshold) == (0.5, 128, 0.3, 0.5, 0.4)
+    assert c.anchor_sizes == (64, 128, 256, 512) and (c.min_size, c.max_size) == (600, 1000)
+    assert FCISConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="unknown FCISConfig fields"):
+        FCISConfig.from_dict({"num_classes": 2, "colour": 1})
+
+
+def test_builders_and_backbone_weights_from_file(tmp_path):
+    assert set(BUILDERS) >= {"fcis_resnet18", "fcis_resnet50", "fcis_resnet101"}
+    with pytest.raises(TypeError):
+        fcis_resnet18(3)                                   # keyword-only
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("fcis_vgg16", num_classes=2)
+    reference = resnet18()
+    path = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), path)
+    m = fcis_resnet18(num_classes=2, weights_backbone=path)
+    assert m.config.backbone_pretrained
+    torch.testing.assert_close(m.backbone.body.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    assert not m.backbone.body.conv1.weight.requires_grad      # conv1 + res2 frozen, as the original
+    assert m.backbone.layer4[0].conv1.weight.requires_grad
+    rebuilt = BUILDERS["fcis_resnet18"](**m.config.to_dict())   # a checkpoint rebuilds the same layers
+    rebuilt.load_state_dict(m.state_dict())
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        fcis_resnet18(num_classes=2, weights_backbone=tmp_path / "nope.pth")
+
+
+def test_conv5_is_dilated_to_stride_16(model):
+    c4, c5 = model.backbone(torch.rand(1, 3, 64, 96))
+    assert c4.shape[-2:] == (4, 6) and c5.shape[-2:] == (4, 6)
+    assert (c4.shape[1], c5.shape[1]) == (256, 512)
