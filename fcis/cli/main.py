@@ -1,0 +1,385 @@
+"""The ``fcis`` command: train, evaluate, predict, convert, make-shapes, demo.
+
+Bad input (a malformed dataset, a missing checkpoint, an unreadable image, ...) prints one line
+``fcis: error: <message>`` to stderr and exits with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class UsageError(ValueError):
+    """A problem with the command line that argparse cannot see."""
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are Python literals when they parse as one, else strings."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value
+    return out
+
+
+def _weights_arg(value: str | None):
+    """A torchvision weights enum name (``ResNet50_Weights.IMAGENET1K_V1``) or a file path."""
+    if value is None:
+        return None
+    if os.path.exists(value):
+        return value
+    import torchvision
+
+    try:
+        return torchvision.models.get_weight(value)
+    except (ValueError, KeyError, AttributeError) as e:
+        raise UsageError(f"--weights-backbone {value!r} is neither an existing file nor a torchvision "
+                         f"weights name such as ResNet50_Weights.IMAGENET1K_V1 ({e})") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fcis.engine import TrainConfig, train
+    from fcis.evaluation import format_metrics_table
+
+    fields = {"iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr,
+              "min_size": args.min_size, "max_size": args.max_size, "device": args.device,
+              "workers": args.workers, "seed": args.seed, "eval_every": args.eval_every,
+              "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
+              "on_bad_sample": args.on_bad_sample, "warmup_iters": args.warmup_iters,
+              "clip_grad_norm": args.clip_grad_norm}
+    cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    summary = train(args.model, args.train, args.val, args.output, cfg, model_overrides=_parse_set(args.set),
+                    resume=args.resume, image_root=args.image_root,
+                    weights_backbone=_weights_arg(args.weights_backbone), overwrite=args.overwrite,
+                    progress=not args.no_progress)
+    if summary["metrics"]:
+        print(format_metrics_table(summary["metrics"]))
+    loss = summary["losses"].get("loss")
+    print(f"trained to iteration {summary['iterations']} in {summary['time_s']:.0f} s"
+          + (f" (final loss {loss:.4f})" if loss is not None else ""))
+    print(f"checkpoint: {summary['last_checkpoint']}")
+    if summary["best_checkpoint"]:
+        print(f"best:       {summary['best_checkpoint']} (segm AP {100 * summary['best_metric']:.1f} "
+              f"at iteration {summary['best_iteration']})")
+    return 0
+
+
+# --- evaluate ------------------------------------------------------------------------------------
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fcis.evaluation import evaluate_results, format_metrics_table, load_results, write_metrics
+
+    out = Path(args.output)
+    if args.predictions:
+        path = Path(args.predictions)
+        if not path.is_file():
+            raise UsageError(f"{path}: predictions file not found")
+        from fcis.data import CocoInstances
+
+        gt = CocoInstances(args.data, args.image_root)
+        metrics = evaluate_results(gt.coco, load_results(path), proposal_recall=args.proposal_recall)
+    else:
+        from fcis.data import CocoInstances
+        from fcis.engine import load_model, predict_dataset
+        from fcis.engine.checkpoint import resolve_device
+
+        device = resolve_device(args.device)
+        model, meta = load_model(args.weights, device)
+        data = CocoInstances(args.data, args.image_root, on_bad_sample=args.on_bad_sample)
+        if meta["class_names"] and meta["class_names"] != data.class_names:
+            raise UsageError(f"{args.data}: categories {data.class_names} differ from those the checkpoint "
+                             f"{args.weights} was trained on ({meta['class_names']})")
+        results = predict_dataset(model, data, device, batch_size=args.batch_size, progress=not args.no_progress)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "predictions.json", results)
+        metrics = evaluate_results(data.coco, results, proposal_recall=args.proposal_recall)
+    path = write_metrics(out, metrics)
+    print(format_metrics_table(metrics))
+    print(f"metrics: {path}")
+    return 0
+
+
+# --- predict -------------------------------------------------------------------------------------
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files as given, folders -> their images (sorted), globs -> matching images (sorted)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise UsageError(f"{p}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        elif glob.has_magic(item):
+            found = sorted(Path(q) for q in glob.glob(item, recursive=True)
+                           if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise UsageError(f"{item}: the pattern matches no images")
+            paths.extend(found)
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+    return paths
+
+
+def _unique_stems(paths: Sequence[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        n = seen.get(p.stem, 0)
+        seen[p.stem] = n + 1
+        stems.append(p.stem if n == 0 else f"{p.stem}_{n}")
+    return stems
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fcis.evaluation import predictions_to_coco_results
+    from fcis.inference import Predictor
+    from fcis.visualize import draw_predictions
+
+    paths = expand_inputs(args.inputs)
+    predictor = Predictor.from_checkpoint(args.weights, device=args.device, score_threshold=args.score_threshold)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results, n_det = [], 0
+    for index, (path, stem) in enumerate(tqdm(list(zip(paths, _unique_stems(paths))), desc="predict",
+                                              unit="img", disable=args.no_progress)):
+        pred = predictor.predict(path)
+        n_det += len(pred["scores"])
+        draw_predictions(path, pred).save(out / f"{stem}.png")
+        output = {"boxes": pred["boxes"], "labels": pred["labels"], "scores": pred["scores"],
+                  "masks": pred["masks"]}
+        for entry in predictions_to_coco_results([output], [index], predictor.label_to_cat_id):
+            entry["file_name"] = str(path)
+            results.append(entry)
+    _write_json(out / "predictions.json", results)
+    print(f"{n_det} detections in {len(paths)} images (score >= {args.score_threshold}); "
+          f"overlays and predictions.json in {out}")
+    return 0
+
+
+# --- convert / make-shapes / demo ----------------------------------------------------------------
+
+def _class_names_arg(value: str) -> list[str]:
+    p = Path(value)
+    if p.is_file():
+        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    else:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--class-names {value!r} gives no class names")
+    return names
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from fcis.data import convert
+
+    if args.format == "masks":
+        path = convert.convert_instance_masks(args.image_dir, args.mask_dir, args.out_json,
+                                              mask_suffix=args.mask_suffix, category=args.category)
+    elif args.format == "via":
+        path = convert.convert_via(args.via_json, args.out_json, image_dir=args.image_dir, category=args.category)
+    else:
+        path = convert.convert_yolo_seg(args.image_dir, args.label_dir, args.out_json,
+                                        class_names=_class_names_arg(args.class_names))
+    data = json.loads(Path(path).read_text())
+    print(f"wrote {path}: {len(data.get('images', []))} images, {len(data.get('annotations', []))} "
+          f"annotations, {len(data.get('categories', []))} categories")
+    return 0
+
+
+def cmd_make_shapes(args: argparse.Namespace) -> int:
+    from fcis.data import make_shapes
+
+    paths = make_shapes(args.out, num_images=args.num_images, seed=args.seed, image_size=tuple(args.image_size),
+                        max_objects=args.max_objects, val_fraction=args.val_fraction)
+    for name, p in paths.items():
+        print(f"{name}: {p}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output, quick=args.quick, device=args.device, workers=args.workers, progress=not args.no_progress)
+    return 0
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fcis", description="Instance segmentation: FCIS and friends.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p, progress=True, device=True):
+        if device:
+            p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+        if progress:
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    t = sub.add_parser("train", help="train a model on COCO-format data",
+                       description="Train a model. Unset options keep fcis.engine.TrainConfig's defaults "
+                                   "(lr: 5e-4 x batch size).")
+    t.add_argument("--model", required=True, help="model name, e.g. fcis_resnet50")
+    t.add_argument("--train", required=True, metavar="JSON", help="COCO instances JSON of the training set")
+    t.add_argument("--val", metavar="JSON", help="COCO instances JSON of the validation set")
+    t.add_argument("--output", required=True, metavar="DIR", help="checkpoints and logs go here")
+    t.add_argument("--image-root", metavar="DIR", help="image folder (default: each JSON's folder)")
+    t.add_argument("--iterations", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="learning rate (default 5e-4 x batch size)")
+    t.add_argument("--warmup-iters", type=int)
+    t.add_argument("--min-size", type=int, help="short side of the network input")
+    t.add_argument("--max-size", type=int, help="long side limit of the network input")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default)")
+    t.add_argument("--workers", type=int, help="DataLoader workers")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    t.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT/last.pt exists")
+    t.add_argument("--eval-every", type=int, help="validate every N iterations (default: at the end)")
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--clip-grad-norm", type=float)
+    t.add_argument("--on-bad-sample", choices=("skip", "raise"))
+    t.add_argument("--weights-backbone", metavar="ENUM_NAME_OR_PATH",
+                   help="ImageNet weights: torchvision enum name (ResNet50_Weights.IMAGENET1K_V1) or a file")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="model config override, e.g. --set anchor_sizes='(32, 64, 128)' (repeatable)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="COCO/VOC metrics of a checkpoint or of a results file")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", metavar="CKPT", help="checkpoint to run on the data")
+    src.add_argument("--predictions", metavar="RESULTS_JSON", help="COCO results file to score")
+    e.add_argument("--data", required=True, metavar="JSON", help="COCO instances JSON (ground truth)")
+    e.add_argument("--output", required=True, metavar="DIR", help="metrics.json goes here")
+    e.add_argument("--image-root", metavar="DIR")
+    e.add_argument("--batch-size", type=int, default=1)
+    e.add_argument("--proposal-recall", action="store_true", help="add class-agnostic mask AR")
+    e.add_argument("--on-bad-sample", choices=("skip", "raise"), default="skip")
+    common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict on images; write overlays and predictions.json")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--weights", required=True, metavar="CKPT")
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    common(p)
+    p.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("convert", help="convert annotations to COCO instances JSON")
+    csub = c.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    cm = csub.add_parser("masks", help="images + PNG instance-id masks")
+    cm.add_argument("image_dir")
+    cm.add_argument("mask_dir")
+    cm.add_argument("out_json")
+    cm.add_argument("--mask-suffix", default="_mask")
+    cm.add_argument("--category", default="object")
+    cv = csub.add_parser("via", help="VGG Image Annotator JSON")
+    cv.add_argument("via_json")
+    cv.add_argument("out_json")
+    cv.add_argument("--image-dir")
+    cv.add_argument("--category", default="object")
+    cy = csub.add_parser("yolo", help="YOLO segmentation labels")
+    cy.add_argument("image_dir")
+    cy.add_argument("label_dir")
+    cy.add_argument("out_json")
+    cy.add_argument("--class-names", required=True, help="comma-separated names, or a file with one per line")
+    c.set_defaults(func=cmd_convert)
+
+    m = sub.add_parser("make-shapes", help="write a synthetic shapes dataset")
+    m.add_argument("out", metavar="OUT")
+    m.add_argument("--num-images", type=int, default=200)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--image-size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
+    m.add_argument("--max-objects", type=int, default=4)
+    m.add_argument("--val-fraction", type=float, default=0.2)
+    m.set_defaults(func=cmd_make_shapes)
+
+    d = sub.add_parser("demo", help="shapes -> train fcis_resnet18 -> evaluate -> overlays")
+    d.add_argument("--output", default="runs/demo", metavar="DIR")
+    d.add_argument("--quick", action="store_true", help="a tiny run (smoke test)")
+    d.add_argument("--workers", type=int)
+    common(d)
+    d.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from fcis.engine.errors import CheckpointError, InputError
+
+    errors: list[type[BaseException]] = [UsageError, CheckpointError, InputError, ValueError, OSError]
+    try:
+        from fcis.data import DataError
+        errors.insert(0, DataError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fcis`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error (argparse printed it)
+        return int(e.code or 0)
+    from fcis.engine.errors import TrainingError
+
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("fcis: interrupted", file=sys.stderr)
+        return 130
+    except TrainingError as e:
+        if args.debug:
+            raise
+        print(f"fcis: error: {e}", file=sys.stderr)
+        return 1
+    except _user_errors() as e:
+        if args.debug:
+            raise
+        print(f"fcis: error: {_message(e)}", file=sys.stderr)
+        return 2
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in str(e):
+        return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    text = str(e) if str(e) else type(e).__name__
+    return " ".join(text.split("\n")) if "\n" in text else text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Typed configuration of a training run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+#: Learning rate per image of a step (the paper: 5e-4). The default ``lr`` of a run is this times
+#: the number of images per step (``batch_size`` x processes), i.e. the linear scaling rule.
+BASE_LR_PER_IMAGE = 5e-4
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fcis.engine.train`.
+
+    Learning-rate rule: ``lr=None`` means ``BASE_LR_PER_IMAGE * images_per_step`` (5e-4 per
+    image, scaled linearly with the images of one optimizer step; see :meth:`resolved_lr`).
+    ``lr_steps`` are fractions of ``iterations`` at which the rate is multiplied by ``gamma``
+    (the paper's 20k + 10k schedule is about (0.67,)); a linear warm-up from
+    ``warmup_factor * lr`` to ``lr`` spans the first ``warmup_iters`` iterations.
+    """
+
+    iterations: int = 30000
+    batch_size: int = 1                     # images per step and process
+    lr: float | None = None                 # None: BASE_LR_PER_IMAGE x images per step
+    momentum: float = 0.9
+    weight_decay: float = 5e-4              # the paper's value
+    warmup_iters: int = 500
+    warmup_factor: float = 0.1              # warm-up starts at lr x warmup_factor
+    lr_steps: tuple[float, ...] = (0.67, 0.89)
+    gamma: float = 0.1
+    clip_grad_norm: float | None = None     # max L2 norm of all gradients; None = no clipping
+    max_nonfinite: int = 10                 # stop after this many consecutive NaN/inf losses
+
+    device: str = "auto"                    # "cpu", "cuda", "cuda:1", or "auto"
+    workers: int = 2                        # DataLoader worker processes (0 = main process)
+    seed: int = 0
+
+    eval_every: int = 0                     # validate every N iterations (0: only at the end)
+    checkpoint_every: int = 1000            # write last.pt every N iterations (and at the end)
+    log_every: int = 20                     # a log.jsonl line every N iterations
+
+    on_bad_sample: str = "skip"             # "skip" unreadable images, or "raise"
+    hflip_prob: float = 0.5
+    # Input size: None keeps the model's own default; set, it goes to the model and transforms.
+    min_size: int | None = None
+    max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self.lr_steps = tuple(float(s) for s in self.lr_steps)
+        problems = []
+        if self.iterations < 1:
+            problems.append(f"iterations must be >= 1, got {self.iterations}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if any(not 0 < s <= 1 for s in self.lr_steps) or list(self.lr_steps) != sorted(self.lr_steps):
+            problems.append(f"lr_steps must be increasing fractions in (0, 1], got {self.lr_steps}")
+        if self.warmup_iters < 0 or not 0 < self.warmup_factor <= 1:
+            problems.append("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
+        if self.on_bad_sample not in ("skip", "raise"):
+            problems.append(f"on_bad_sample must be 'skip' or 'raise', got {self.on_bad_sample!r}")
+        if self.workers < 0:
+            problems.append(f"workers must be >= 0, got {self.workers}")
+        if self.max_nonfinite < 1:
+            problems.append(f"max_nonfinite must be >= 1, got {self.max_nonfinite}")
+        for name in ("eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def resolved_lr(self, world_size: int = 1) -> float:
+        """The learning rate used: ``lr``, or 5e-4 x (batch_size x world_size) when it is None."""
+        if self.lr is not None:
+            return float(self.lr)
+        return BASE_LR_PER_IMAGE * self.batch_size * world_size
+
+    def model_overrides(self) -> dict[str, Any]:
+        """Config fields this run imposes on the model (the input size, when set)."""
+        out = {}
+        if self.min_size is not None:
+            out["min_size"] = self.min_size
+        if self.max_size is not None:
+            out["max_size"] = self.max_size
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        return cls(**data)

@@ -1,0 +1,107 @@
+"""Predict on single images with a trained checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from fcis.engine.checkpoint import load_model, resolve_device
+from fcis.engine.errors import InputError
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+
+__all__ = ["Predictor", "to_image_tensor"]
+
+
+def to_image_tensor(x: ImageLike) -> torch.Tensor:
+    """``float32[3, H, W]`` in [0, 1] from a file path, a PIL image, a numpy ``HxWx3`` (or
+    ``HxW``/``HxWx4``) array (uint8, or float in [0, 1]) or a ``3xHxW`` tensor (float in [0, 1],
+    or uint8)."""
+    if isinstance(x, (str, os.PathLike)):
+        path = Path(x)
+        if not path.is_file():
+            raise InputError(f"{path}: image not found")
+        try:
+            with Image.open(path) as im:
+                return to_image_tensor(im.convert("RGB"))
+        except (OSError, Image.DecompressionBombError) as e:
+            raise InputError(f"{path}: cannot read image ({e})") from e
+    if isinstance(x, Image.Image):
+        x = np.asarray(x.convert("RGB"))
+    if isinstance(x, np.ndarray):
+        if x.ndim == 2:
+            x = np.repeat(x[:, :, None], 3, axis=2)
+        if x.ndim != 3 or x.shape[2] not in (3, 4):
+            raise InputError(f"a numpy image must be HxW, HxWx3 or HxWx4, got shape {x.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(x[:, :, :3].transpose(2, 0, 1)))
+    if isinstance(x, torch.Tensor):
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise InputError(f"an image tensor must be 3xHxW, got shape {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            return x.float().div(255)
+        if not x.is_floating_point():
+            raise InputError(f"an image tensor must be float in [0, 1] or uint8, got {x.dtype}")
+        return x.float()
+    raise InputError(f"cannot use a {type(x).__name__} as an image (path, PIL image, numpy array or tensor)")
+
+
+class Predictor:
+    """A model plus what is needed to read its outputs (class names, category ids, thresholds).
+
+    ``predict(x)`` returns ``{"boxes": float32[N, 4] xyxy, "labels": int64[N] (1..C), "scores":
+    float32[N] (descending), "masks": bool[N, H, W] (binarised at the model's mask_threshold),
+    "class_names": list[str] (one per detection)}``, on the CPU, keeping only detections with
+    ``score >= score_threshold``.
+    """
+
+    def __init__(self, model: torch.nn.Module, class_names: list[str], *, device: str | torch.device = "cpu",
+                 score_threshold: float = 0.5, label_to_cat_id: dict[int, int] | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = list(class_names)
+        self.score_threshold = float(score_threshold)
+        self.label_to_cat_id = dict(label_to_cat_id or {i + 1: i + 1 for i in range(len(self.class_names))})
+        self.mask_threshold = float(model.config.mask_threshold)
+        self.meta = meta or {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        score_threshold: float = 0.5) -> "Predictor":
+        model, meta = load_model(path, device)
+        names = meta["class_names"] or [str(i + 1) for i in range(model.config.num_classes)]
+        return cls(model, names, device=device, score_threshold=score_threshold,
+                   label_to_cat_id=meta["label_to_cat_id"] or None, meta=meta)
+
+    def class_name(self, label: int) -> str:
+        return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
+
+    @torch.no_grad()
+    def predict(self, x: ImageLike) -> dict[str, Any]:
+        image = to_image_tensor(x).to(self.device)
+        out = self.model([image])[0]
+        keep = out["scores"] >= self.score_threshold
+        masks = out["masks"][keep]
+        if masks.ndim == 4:
+            masks = masks[:, 0]
+        labels = out["labels"][keep].cpu()
+        return {
+            "boxes": out["boxes"][keep].float().cpu(),
+            "labels": labels,
+            "scores": out["scores"][keep].float().cpu(),
+            "masks": (masks >= self.mask_threshold).cpu() if masks.dtype != torch.bool else masks.cpu(),
+            "class_names": [self.class_name(int(l)) for l in labels],
+        }
+
+    def predict_many(self, inputs: Iterable[ImageLike], *, progress: bool = True) -> list[dict[str, Any]]:
+        """:meth:`predict` over ``inputs`` (paths or images), with a progress bar."""
+        inputs = list(inputs)
+        return [self.predict(x) for x in tqdm(inputs, desc="predict", unit="img", disable=not progress)]
+
+    __call__ = predict
