@@ -164,14 +164,26 @@ def ps_roi_assemble(
             grid = grid.permute(1, 0, 2, 3, 4).reshape(k * k, -1, 1, 2)
         sampled = F.grid_sample(maps[b_img], grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)                      # (k², G, m*B*S, 1)
-        cells = sampled.view(k * k, g, m, table.shape[1], gh * gw).mean(dim=-1)   # (k², G, m, B)
-        cells = cells.permute(2, 1, 0, 3).reshape(m, g, -1)               # (m, G, k²·B)
-        pieces.append(cells.index_select(2, inverse))
+        cells = sampled.view(k * k, g, m, table.shape[1], gh * gw).sum(dim=-1)
+        if gh * gw > 1:
+            cells = cells * (1.0 / (gh * gw))                             # (k², G, m, B)
+        pieces.append(_cells_to_grid(cells, k, ph, pw, inverse))
         piece_index.append(idx)
+    if len(pieces) == 1:                                                  # one bucket: all RoIs, in order
+        return pieces[0].view(num, g, ph, pw)
     values = torch.cat(pieces, dim=0)
     order = torch.cat(piece_index, dim=0)
     out = values.new_zeros(num, g, ph * pw).index_copy(0, order, values)
     return out.view(num, g, ph, pw)
+
+
+def _cells_to_grid(cells: Tensor, k: int, ph: int, pw: int, inverse: Tensor) -> Tensor:
+    """(k², G, m, B) values grouped by position -> (m, G, ph·pw) in row-major cell order."""
+    _, g, m, _ = cells.shape
+    if ph % k == 0 and pw % k == 0:      # equal blocks: a pure permutation of axes
+        bh, bw = ph // k, pw // k
+        return cells.view(k, k, g, m, bh, bw).permute(3, 2, 0, 4, 1, 5).reshape(m, g, ph * pw)
+    return cells.permute(2, 1, 0, 3).reshape(m, g, -1).index_select(2, inverse)
 
 
 class PSRoIAssemble(nn.Module):
