@@ -55,7 +55,7 @@ def test_losses_finite_and_zero_without_objects(model):
     losses = model(images, [with_objects, empty])
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_mask", "loss_box_reg"}
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
-    assert float(losses["loss_mask"]) > 0 and float(losses["loss_classifier"]) > 0
+    assert losses["loss_mask"].item() > 0 and losses["loss_classifier"].item() > 0
 
     only_empty = model(images[1:], [empty])
     assert float(only_empty["loss_mask"]) == 0.0 and float(only_empty["loss_box_reg"]) == 0.0
