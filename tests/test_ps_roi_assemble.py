@@ -165,3 +165,13 @@ def test_no_rois_and_bad_input():
         ps_roi_assemble(torch.randn(1, 10, 5, 5), torch.zeros(0, 5), 3, 6)
     with pytest.raises(ValueError, match="Tensor\\[K, 5\\]"):
         ps_roi_assemble(x, torch.zeros(3, 4), 3, 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3 * 49, 19, 25, generator=gen, dtype=torch.float64)
+    rois = _random_rois(2, 30, 19, 25, 1 / 16, gen)
+    cpu = ps_roi_assemble(x, rois, 7, 21, 1 / 16, -1)
+    gpu = ps_roi_assemble(x.cuda(), rois.cuda(), 7, 21, 1 / 16, -1)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-10)
