@@ -54,6 +54,7 @@ def _best_iou(pred: dict, gt_mask: torch.Tensor, label: int, threshold: float) -
 @pytest.mark.slow
 def test_fcis_overfits_a_few_images():
     torch.manual_seed(0)
+    torch.set_flush_denormal(True)          # as the trainer does: denormals stall CPU arithmetic
     images, targets = _images(4)
     model = fcis_resnet18(num_classes=2, min_size=128, max_size=128, anchor_sizes=(32, 64),
                           rpn_pre_nms_top_n_test=1000)

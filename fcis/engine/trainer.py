@@ -78,6 +78,10 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
     from fcis.models import BUILDERS
 
     cfg = cfg or TrainConfig()
+    # Weights of a network trained from scratch drift into denormal floats, which make CPU
+    # arithmetic orders of magnitude slower (seen here: BatchNorm steps going from 0.8 s to
+    # minutes). Flushing them to zero changes no result that matters and keeps steps steady.
+    torch.set_flush_denormal(True)
     model_overrides = dict(model_overrides or {})
     output_dir = Path(output_dir)
     last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
