@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from rle_helpers import uncompressed_rle
 from fcis.data import CocoInstances, DataError, DataWarning, build_transforms, collate
 
 H, W = 20, 30
@@ -26,16 +27,6 @@ def _rle(m):
     return {"size": list(r["size"]), "counts": r["counts"].decode()}
 
 
-def _uncompressed(m):
-    flat = m.flatten(order="F")
-    counts, cur, run = [], 0, 0
-    for v in flat:
-        if v != cur:
-            counts.append(run)
-            cur, run = v, 0
-        run += 1
-    counts.append(run)
-    return {"size": [m.shape[0], m.shape[1]], "counts": [int(c) for c in counts]}
 
 
 def _ann(aid, img, cat, seg, bbox=None, crowd=0):
@@ -65,8 +56,8 @@ def _good_annotations():
     return [
         _ann(1, 1, 7, [[2, 3, 12, 3, 12, 9, 2, 9]], [2, 3, 10, 6]),  # polygon: rows 3..8, cols 2..11
         _ann(2, 1, 3, _rle(_rect(10, 15, 20, 28)), [20, 10, 8, 5]),
-        _ann(3, 1, 3, _uncompressed(_rect(0, 4, 0, 4)), [0, 0, 4, 4], crowd=1),
-        _ann(4, 2, 7, _uncompressed(_rect(5, 18, 1, 6))),  # no bbox/area: filled in
+        _ann(3, 1, 3, uncompressed_rle(_rect(0, 4, 0, 4)), [0, 0, 4, 4], crowd=1),
+        _ann(4, 2, 7, uncompressed_rle(_rect(5, 18, 1, 6))),  # no bbox/area: filled in
     ]
 
 

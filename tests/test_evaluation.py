@@ -12,6 +12,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from rle_helpers import uncompressed_rle
 from fcis.evaluation import (
     evaluate_coco,
     evaluate_results,
@@ -45,17 +46,6 @@ def rle(mask: np.ndarray) -> dict:
     return {"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")}
 
 
-def uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO's crowd format: counts as a list of run lengths, column-major, starting with zeros."""
-    flat = mask.flatten(order="F")
-    counts, cur, run = [], 0, 0
-    for v in flat:
-        if v != cur:
-            counts.append(run)
-            cur, run = v, 0
-        run += 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
 
 
 def build_gt(images, categories, anns) -> dict:

@@ -58,9 +58,9 @@ def test_losses_finite_and_zero_without_objects(model):
     assert losses["loss_mask"].item() > 0 and losses["loss_classifier"].item() > 0
 
     only_empty = model(images[1:], [empty])
-    assert float(only_empty["loss_mask"]) == 0.0 and float(only_empty["loss_box_reg"]) == 0.0
-    assert float(only_empty["loss_rpn_box_reg"]) == 0.0
-    assert float(only_empty["loss_classifier"]) > 0
+    assert only_empty["loss_mask"].item() == 0.0 and only_empty["loss_box_reg"].item() == 0.0
+    assert only_empty["loss_rpn_box_reg"].item() == 0.0
+    assert only_empty["loss_classifier"].item() > 0
     sum(only_empty.values()).backward()                     # an image without objects trains
     grads = [p.grad for p in model.head.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from ..config_io import dataclass_from_dict
 
 #: Learning rate per image of a step (the paper: 5e-4). The default ``lr`` of a run is this times
 #: the number of images per step (``batch_size`` x processes), i.e. the linear scaling rule.
@@ -93,8 +95,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from ...config_io import dataclass_from_dict
 
 
 @dataclass
@@ -102,8 +104,4 @@ class FCISConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FCISConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown FCISConfig fields: {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)

@@ -39,6 +39,11 @@ class RoIScores:
     def select(self, index: Tensor) -> "RoIScores":
         return RoIScores(self.class_logits[index], self.mask_logits[index], self.box_deltas[index])
 
+    @staticmethod
+    def cat(parts: list["RoIScores"]) -> "RoIScores":
+        return RoIScores(torch.cat([p.class_logits for p in parts]), torch.cat([p.mask_logits for p in parts]),
+                         torch.cat([p.box_deltas for p in parts]))
+
     def mask_probs(self) -> Tensor:
         """(R, C+1, P, P): per-pixel softmax over (inside, outside), probability of inside."""
         return torch.sigmoid(self.mask_logits[:, :, 0] - self.mask_logits[:, :, 1])

@@ -93,9 +93,7 @@ class FCIS(nn.Module):
             refined[sel] = clip_boxes_to_image(refined[sel], size)
         rois2 = torch.cat([rois[:, :1], refined], dim=1)
         second = self.head.score_rois(maps, rois2)
-        both = RoIScores(*(torch.cat([a, b]) for a, b in (
-            (first.class_logits, second.class_logits), (first.mask_logits, second.mask_logits),
-            (first.box_deltas, second.box_deltas))))
+        both = RoIScores.cat([first, second])
         return torch.cat([rois, rois2]), both.class_logits.softmax(-1), both
 
     def detect(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]],
