@@ -1,4 +1,4 @@
-"""The ``fcis`` command: train, evaluate, predict, convert, make-shapes, demo.
+"""The ``fcis`` command: train, evaluate, predict, export, convert, make-shapes, demo.
 
 Bad input (a malformed dataset, a missing checkpoint, an unreadable image, ...) prints one line
 ``fcis: error: <message>`` to stderr and exits with status 2; ``--debug`` shows the traceback.
@@ -58,16 +58,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fcis.evaluation import format_metrics_table
 
     fields = {"iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr,
+              "optimizer": args.optimizer,
               "min_size": args.min_size, "max_size": args.max_size, "device": args.device,
               "workers": args.workers, "seed": args.seed, "eval_every": args.eval_every,
               "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
               "on_bad_sample": args.on_bad_sample, "warmup_iters": args.warmup_iters,
-              "clip_grad_norm": args.clip_grad_norm}
+              "clip_grad_norm": args.clip_grad_norm, "hflip_prob": args.hflip_prob,
+              "amp": args.amp or None, "amp_dtype": args.amp_dtype,
+              "find_unused_parameters": args.find_unused_parameters or None}
     cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
     summary = train(args.model, args.train, args.val, args.output, cfg, model_overrides=_parse_set(args.set),
                     resume=args.resume, image_root=args.image_root,
                     weights_backbone=_weights_arg(args.weights_backbone), overwrite=args.overwrite,
                     progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return 0
     if summary["metrics"]:
         print(format_metrics_table(summary["metrics"]))
     loss = summary["losses"].get("loss")
@@ -102,13 +107,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         model, meta = load_model(args.weights, device)
         data = CocoInstances(args.data, args.image_root, on_bad_sample=args.on_bad_sample)
-        if meta["class_names"] and meta["class_names"] != data.class_names:
+        agnostic = bool(getattr(model.config, "class_agnostic", False))  # segment proposals: one class
+        if meta["class_names"] and not agnostic and meta["class_names"] != data.class_names:
             raise UsageError(f"{args.data}: categories {data.class_names} differ from those the checkpoint "
                              f"{args.weights} was trained on ({meta['class_names']})")
-        results = predict_dataset(model, data, device, batch_size=args.batch_size, progress=not args.no_progress)
+        results = predict_dataset(model, data, device, batch_size=args.batch_size, progress=not args.no_progress,
+                                  amp=args.amp, amp_dtype=args.amp_dtype)
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "predictions.json", results)
-        metrics = evaluate_results(data.coco, results, proposal_recall=args.proposal_recall)
+        metrics = evaluate_results(data.coco, results, proposal_recall=args.proposal_recall or agnostic,
+                                   class_agnostic=agnostic)
     path = write_metrics(out, metrics)
     print(format_metrics_table(metrics))
     print(f"metrics: {path}")
@@ -158,7 +166,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fcis.visualize import draw_predictions
 
     paths = expand_inputs(args.inputs)
-    predictor = Predictor.from_checkpoint(args.weights, device=args.device, score_threshold=args.score_threshold)
+    if args.onnx:
+        from fcis.inference.onnx_runner import OnnxPredictor
+
+        predictor = OnnxPredictor(args.onnx, score_threshold=args.score_threshold)
+    else:
+        predictor = Predictor.from_checkpoint(args.weights, device=args.device, score_threshold=args.score_threshold,
+                                              amp=args.amp, amp_dtype=args.amp_dtype)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     results, n_det = [], 0
@@ -175,6 +189,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _write_json(out / "predictions.json", results)
     print(f"{n_det} detections in {len(paths)} images (score >= {args.score_threshold}); "
           f"overlays and predictions.json in {out}")
+    return 0
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fcis.export import export_checkpoint
+
+    path = export_checkpoint(args.weights, args.output, opset=args.opset)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): ONNX, dynamic image size; "
+          f"run it with: fcis predict --onnx {path} IMAGES... --output DIR")
     return 0
 
 
@@ -212,7 +237,8 @@ def cmd_make_shapes(args: argparse.Namespace) -> int:
     from fcis.data import make_shapes
 
     paths = make_shapes(args.out, num_images=args.num_images, seed=args.seed, image_size=tuple(args.image_size),
-                        max_objects=args.max_objects, val_fraction=args.val_fraction)
+                        max_objects=args.max_objects, val_fraction=args.val_fraction,
+                        min_object_size=args.min_object_size, max_object_fraction=args.max_object_fraction)
     for name, p in paths.items():
         print(f"{name}: {p}")
     return 0
@@ -246,15 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on COCO-format data",
                        description="Train a model. Unset options keep fcis.engine.TrainConfig's defaults "
-                                   "(lr: 5e-4 x batch size).")
+                                   "(lr: 5e-4 x images per step). Under torchrun (torchrun --nproc_per_node N "
+                                   "-m fcis train ...) it trains data-parallel, one process per device.")
     t.add_argument("--model", required=True, help="model name, e.g. fcis_resnet50")
     t.add_argument("--train", required=True, metavar="JSON", help="COCO instances JSON of the training set")
     t.add_argument("--val", metavar="JSON", help="COCO instances JSON of the validation set")
     t.add_argument("--output", required=True, metavar="DIR", help="checkpoints and logs go here")
     t.add_argument("--image-root", metavar="DIR", help="image folder (default: each JSON's folder)")
     t.add_argument("--iterations", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float, help="learning rate (default 5e-4 x batch size)")
+    t.add_argument("--batch-size", type=int, help="images per step and process")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (default, the paper's) or adamw")
+    t.add_argument("--lr", type=float,
+                   help="learning rate (default 5e-4 x batch size x processes, i.e. x images per step)")
     t.add_argument("--warmup-iters", type=int)
     t.add_argument("--min-size", type=int, help="short side of the network input")
     t.add_argument("--max-size", type=int, help="long side limit of the network input")
@@ -268,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=int)
     t.add_argument("--clip-grad-norm", type=float)
     t.add_argument("--on-bad-sample", choices=("skip", "raise"))
+    t.add_argument("--hflip-prob", type=float, help="probability of the horizontal flip augmentation (0.5)")
+    _amp_args(t)
+    t.add_argument("--find-unused-parameters", action="store_true",
+                   help="distributed: DDP's find_unused_parameters (for models where some parameters "
+                        "get no gradient in a step; not needed by the models here)")
     t.add_argument("--weights-backbone", metavar="ENUM_NAME_OR_PATH",
                    help="ImageNet weights: torchvision enum name (ResNet50_Weights.IMAGENET1K_V1) or a file")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -285,16 +319,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=1)
     e.add_argument("--proposal-recall", action="store_true", help="add class-agnostic mask AR")
     e.add_argument("--on-bad-sample", choices=("skip", "raise"), default="skip")
+    _amp_args(e)
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict on images; write overlays and predictions.json")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    p.add_argument("--weights", required=True, metavar="CKPT")
+    model_src = p.add_mutually_exclusive_group(required=True)
+    model_src.add_argument("--weights", metavar="CKPT", help="checkpoint written by fcis train")
+    model_src.add_argument("--onnx", metavar="MODEL_ONNX",
+                           help="model written by fcis export: onnxruntime on the CPU, no checkpoint needed "
+                                "(--device and the AMP options do not apply)")
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument("--score-threshold", type=float, default=0.5)
+    _amp_args(p)
     common(p)
     p.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a trained FCIS model to ONNX",
+                       description="Export FCIS inference to one self-contained ONNX file (standard ai.onnx "
+                                   "operators only) with a DYNAMIC image size: any input size runs with the "
+                                   "same file, one image per run. The graph ends with the candidate boxes, "
+                                   "class probabilities and PxP mask probabilities; fcis predict --onnx does "
+                                   "the resizing and the post-processing (per-class NMS, mask voting, "
+                                   "pasting) in NumPy. Class names, category ids and the model configuration "
+                                   "are stored in the file's metadata. Only FCIS models export. Needs the "
+                                   "onnx and onnxscript packages (pip install 'fcis[onnx]').")
+    x.add_argument("--weights", required=True, metavar="CKPT", help="checkpoint written by fcis train")
+    x.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
+    x.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
+    x.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    x.set_defaults(func=cmd_export)
 
     c = sub.add_parser("convert", help="convert annotations to COCO instances JSON")
     csub = c.add_subparsers(dest="format", required=True, metavar="FORMAT")
@@ -323,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--image-size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
     m.add_argument("--max-objects", type=int, default=4)
     m.add_argument("--val-fraction", type=float, default=0.2)
+    m.add_argument("--min-object-size", type=int, default=24, help="smallest object side in px")
+    m.add_argument("--max-object-fraction", type=float, default=0.45,
+                   help="largest object side as a fraction of the image's short side")
     m.set_defaults(func=cmd_make_shapes)
 
     d = sub.add_parser("demo", help="shapes -> train fcis_resnet18 -> evaluate -> overlays")
@@ -332,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.set_defaults(func=cmd_demo)
     return parser
+
+
+def _amp_args(p: argparse.ArgumentParser) -> None:
+    """``--amp`` and ``--amp-dtype`` (see fcis.engine.amp)."""
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision (torch.autocast); CUDA: bf16 or fp16, CPU: bf16 only")
+    p.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16",
+                   help="autocast dtype with --amp (default bf16; fp16 trains with loss scaling)")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -6,6 +6,8 @@ Typical use::
     summary = train("fcis_resnet50", "train.json", "val.json", "runs/exp", TrainConfig(iterations=20000))
 """
 
+from . import distributed
+from .amp import check_amp
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .config import BASE_LR_PER_IMAGE, TrainConfig
 from .errors import CheckpointError, InputError, TrainingError
@@ -16,5 +18,5 @@ from .trainer import train
 __all__ = [
     "TrainConfig", "BASE_LR_PER_IMAGE", "train", "build_scheduler", "lr_factor_fn",
     "save_checkpoint", "load_checkpoint", "load_model", "predict_dataset", "evaluate_model",
-    "CheckpointError", "InputError", "TrainingError",
+    "CheckpointError", "InputError", "TrainingError", "distributed", "check_amp",
 ]

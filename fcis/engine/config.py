@@ -22,11 +22,25 @@ class TrainConfig:
     ``lr_steps`` are fractions of ``iterations`` at which the rate is multiplied by ``gamma``
     (the paper's 20k + 10k schedule is about (0.67,)); a linear warm-up from
     ``warmup_factor * lr`` to ``lr`` spans the first ``warmup_iters`` iterations.
+
+    Distributed runs (``torchrun``): ``batch_size`` is per process, so one step sees
+    ``batch_size x WORLD_SIZE`` images and the default rate is 5e-4 times that. Trainable
+    BatchNorm layers are synchronised over the processes (``sync_bn``), and the model is wrapped
+    in ``DistributedDataParallel`` with ``find_unused_parameters`` (False: every trainable
+    parameter of the models here gets a gradient in every step, even from an image without
+    objects; set it for a model where some do not).
+
+    Mixed precision: ``amp`` runs the forward under ``torch.autocast`` with ``amp_dtype``
+    (``"bf16"``, or ``"fp16"`` with a ``GradScaler`` whose state is checkpointed); fp16 needs
+    CUDA, bf16 also runs on the CPU (see :mod:`fcis.engine.amp`).
     """
 
     iterations: int = 30000
     batch_size: int = 1                     # images per step and process
     lr: float | None = None                 # None: BASE_LR_PER_IMAGE x images per step
+    # "sgd" (the paper's) or "adamw" (converges much faster from a random initialisation; the
+    # demo uses it). ``momentum`` is SGD's; AdamW uses its default betas.
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4              # the paper's value
     warmup_iters: int = 500
@@ -50,6 +64,11 @@ class TrainConfig:
     min_size: int | None = None
     max_size: int | None = None
 
+    amp: bool = False                       # mixed precision (torch.autocast)
+    amp_dtype: str = "bf16"                 # "bf16" or "fp16" (fp16: CUDA only, with a GradScaler)
+    sync_bn: bool = True                    # distributed: trainable BatchNorm -> synchronised BatchNorm
+    find_unused_parameters: bool = False    # distributed: DDP's option (see the class docstring)
+
     def __post_init__(self) -> None:
         self.lr_steps = tuple(float(s) for s in self.lr_steps)
         problems = []
@@ -63,12 +82,18 @@ class TrainConfig:
             problems.append(f"lr_steps must be increasing fractions in (0, 1], got {self.lr_steps}")
         if self.warmup_iters < 0 or not 0 < self.warmup_factor <= 1:
             problems.append("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
+        if self.optimizer not in ("sgd", "adamw"):
+            problems.append(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.on_bad_sample not in ("skip", "raise"):
             problems.append(f"on_bad_sample must be 'skip' or 'raise', got {self.on_bad_sample!r}")
         if self.workers < 0:
             problems.append(f"workers must be >= 0, got {self.workers}")
         if self.max_nonfinite < 1:
             problems.append(f"max_nonfinite must be >= 1, got {self.max_nonfinite}")
+        if self.amp_dtype not in ("bf16", "fp16"):
+            problems.append(f"amp_dtype must be 'bf16' or 'fp16', got {self.amp_dtype!r}")
+        if not 0 <= self.hflip_prob <= 1:
+            problems.append(f"hflip_prob must be in [0, 1], got {self.hflip_prob}")
         for name in ("eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -76,7 +101,10 @@ class TrainConfig:
             raise ValueError("; ".join(problems))
 
     def resolved_lr(self, world_size: int = 1) -> float:
-        """The learning rate used: ``lr``, or 5e-4 x (batch_size x world_size) when it is None."""
+        """The learning rate used: ``lr``, or 5e-4 x (batch_size x world_size) when it is None.
+
+        ``world_size`` is the number of training processes (torchrun's ``WORLD_SIZE``), so the
+        default follows the images of one optimizer step (linear scaling rule)."""
         if self.lr is not None:
             return float(self.lr)
         return BASE_LR_PER_IMAGE * self.batch_size * world_size

@@ -3,7 +3,15 @@
 The order of epoch ``e`` is ``randperm(n)`` drawn from a generator seeded with ``seed + e``, cut
 into batches of ``batch_size`` (the last incomplete batch is dropped when ``n >= batch_size``). A
 position ``(epoch, batch)`` therefore fully names what comes next, and resuming from it needs no
-skipping through images. Random augmentations are reproducible too: each sample is loaded under
+skipping through images.
+
+Distributed training (``world_size`` processes of ``batch_size`` images each) cuts the same
+permutation into *global* batches of ``batch_size x world_size`` images; process ``rank`` takes
+the ``rank``-th run of ``batch_size`` of them (:func:`shard_batch`), so the processes see
+disjoint parts of every global batch and one distributed step sees exactly the images of one
+single-process step with ``batch_size x world_size``. The position ``(epoch, batch)`` counts
+global batches: it is the same on every process, so one checkpoint resumes all of them. A
+dataset smaller than a global batch is cycled to fill it (as ``DistributedSampler`` pads). Random augmentations are reproducible too: each sample is loaded under
 RNGs seeded from ``(seed, epoch, index)``, independently of DataLoader workers and of the main
 process's RNG (which the model's own sampling uses).
 """
@@ -31,20 +39,38 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [perm[i * batch_size:(i + 1) * batch_size] for i in range(batches_per_epoch(n, batch_size))]
 
 
-class ResumableBatchSampler:
-    """Infinite batch sampler starting at ``(epoch, batch)``; yields ``[(epoch, index), ...]``."""
+def shard_batch(batch: list[int], rank: int, world_size: int, batch_size: int) -> list[int]:
+    """Process ``rank``'s share of a global batch: items ``[rank*batch_size, (rank+1)*batch_size)``
+    of ``batch`` (cycled to ``batch_size*world_size`` items when shorter). A single process
+    (``world_size == 1``) gets the batch unchanged."""
+    if world_size == 1:
+        return list(batch)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+    need = batch_size * world_size
+    full = [batch[i % len(batch)] for i in range(need)]
+    return full[rank * batch_size:(rank + 1) * batch_size]
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int = 0, batch: int = 0) -> None:
+
+class ResumableBatchSampler:
+    """Infinite batch sampler starting at global batch ``(epoch, batch)``; yields
+    ``[(epoch, index), ...]``: the whole batch for one process, process ``rank``'s shard of the
+    global batch of ``batch_size x world_size`` images in a distributed run."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int = 0, batch: int = 0, *,
+                 rank: int = 0, world_size: int = 1) -> None:
         if n == 0:
             raise ValueError("the training set is empty")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.epoch, self.batch = epoch, batch
+        self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, start = self.epoch, self.batch
+        global_size = self.batch_size * self.world_size
         while True:
-            for idxs in epoch_batches(self.n, self.batch_size, self.seed, epoch)[start:]:
-                yield [(epoch, i) for i in idxs]
+            for idxs in epoch_batches(self.n, global_size, self.seed, epoch)[start:]:
+                yield [(epoch, i) for i in shard_batch(idxs, self.rank, self.world_size, self.batch_size)]
             epoch, start = epoch + 1, 0
 
 
@@ -76,16 +102,19 @@ class SeededSamples(Dataset):
 class TrainStream:
     """Endless ``(images, targets)`` batches with a checkpointable position.
 
-    ``state()`` is ``{"epoch", "batch"}`` of the next batch to be returned; a stream built with
-    that state continues exactly where this one stood.
+    ``state()`` is ``{"epoch", "batch"}`` of the next (global) batch to be returned; a stream
+    built with that state (and the same ``world_size``) continues exactly where this one stood.
+    With ``world_size > 1`` it returns process ``rank``'s shard of each global batch.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, *, workers: int = 0,
-                 collate_fn=None, state: dict[str, int] | None = None, pin_memory: bool = False) -> None:
+                 collate_fn=None, state: dict[str, int] | None = None, pin_memory: bool = False,
+                 rank: int = 0, world_size: int = 1) -> None:
         state = state or {}
         self.epoch, self.batch = int(state.get("epoch", 0)), int(state.get("batch", 0))
-        self.per_epoch = batches_per_epoch(len(dataset), batch_size)
-        sampler = ResumableBatchSampler(len(dataset), batch_size, seed, self.epoch, self.batch)
+        self.per_epoch = batches_per_epoch(len(dataset), batch_size * world_size)
+        sampler = ResumableBatchSampler(len(dataset), batch_size, seed, self.epoch, self.batch,
+                                        rank=rank, world_size=world_size)
         self.loader = DataLoader(SeededSamples(dataset, seed), batch_sampler=sampler, num_workers=workers,
                                  collate_fn=collate_fn, pin_memory=pin_memory,
                                  # its own generator: creating the iterator must not draw from

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -18,34 +19,81 @@ def _to_cpu(output: dict[str, Any]) -> dict[str, Any]:
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset, device: str | torch.device = "cpu", *,
                     batch_size: int = 1, progress: bool = True, workers: int = 0,
-                    label_to_cat_id: dict[int, int] | None = None) -> list[dict]:
+                    label_to_cat_id: dict[int, int] | None = None, amp: bool = False,
+                    amp_dtype: str = "bf16", distributed: bool | None = None) -> list[dict]:
     """COCO results entries (RLE masks, original category ids) for every readable image of a
     :class:`fcis.data.CocoInstances` ``dataset``, in dataset order.
 
     Masks are binarised at ``model.config.mask_threshold``; labels map to category ids through
     ``label_to_cat_id`` (default: the dataset's). The model's train/eval mode is restored after.
+    ``amp`` runs the model under ``torch.autocast`` with ``amp_dtype`` (``"bf16"``/``"fp16"``,
+    see :mod:`fcis.engine.amp`); outputs are converted to float32.
+
+    Distributed (``distributed=True``, or ``None`` while a process group of several processes
+    is active, e.g. under torchrun): each process predicts the images ``rank, rank + W, ...``
+    (W = world size), the results are gathered with ``all_gather_object``, and every process
+    returns all of them in dataset order. It must then be called on every process.
     """
     from fcis.data import collate
     from fcis.evaluation import predictions_to_coco_results
 
+    from . import distributed as dist_utils
+    from .amp import autocast, check_amp
+
     device = resolve_device(device)
+    dtype = check_amp(amp, amp_dtype, device)
     mapping = dataset.label_to_cat_id if label_to_cat_id is None else label_to_cat_id
     threshold = model.config.mask_threshold
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    shard = dist_utils.is_distributed() if distributed is None else bool(distributed)
+    rank, world = (dist_utils.rank(), dist_utils.world_size()) if shard else (0, 1)
+    indices = list(range(rank, len(dataset), world))
+    loader = DataLoader(_IndexedSubset(dataset, indices), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=partial(_collate_indexed, collate=collate))
     was_training = model.training
     model.eval()
-    results: list[dict] = []
+    per_image: list[tuple[int, list[dict]]] = []
     try:
-        for images, targets in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+        for idxs, images, targets in tqdm(loader, desc="predict", unit="batch", leave=False,
+                                          disable=not progress or rank != 0):
             if not images:  # every image of the batch was unreadable (skip mode)
                 continue
-            outputs = model([im.to(device) for im in images])
-            image_ids = [int(t["image_id"]) for t in targets]
-            results.extend(predictions_to_coco_results([_to_cpu(o) for o in outputs], image_ids, mapping,
-                                                       mask_threshold=threshold))
+            with autocast(device, dtype):
+                outputs = model([im.to(device) for im in images])
+            for index, output, target in zip(idxs, outputs, targets):
+                entries = predictions_to_coco_results([_float32(_to_cpu(output))], [int(target["image_id"])],
+                                                      mapping, mask_threshold=threshold)
+                per_image.append((index, entries))
     finally:
         model.train(was_training)
-    return results
+    if shard:
+        per_image = [item for part in dist_utils.gather(per_image) for item in part]
+    return [entry for _, entries in sorted(per_image, key=lambda item: item[0]) for entry in entries]
+
+
+def _float32(output: dict[str, Any]) -> dict[str, Any]:
+    """Floating tensors (bfloat16/float16 under autocast) to float32."""
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in output.items()}
+
+
+class _IndexedSubset(torch.utils.data.Dataset):
+    """``dataset[indices[k]]`` as ``(indices[k], sample)``, or None for an unreadable sample."""
+
+    def __init__(self, dataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        sample = self.dataset[self.indices[k]]
+        return None if sample is None else (self.indices[k], sample)
+
+
+def _collate_indexed(batch: list, collate) -> tuple[list[int], list, list]:
+    kept = [b for b in batch if b is not None]
+    images, targets = collate([sample for _, sample in kept])
+    return [i for i, _ in kept], images, targets
 
 
 def evaluate_model(model: torch.nn.Module, dataset, device: str | torch.device = "cpu", *,
@@ -53,9 +101,12 @@ def evaluate_model(model: torch.nn.Module, dataset, device: str | torch.device =
                    proposal_recall: bool = False, label_to_cat_id: dict[int, int] | None = None) -> dict:
     """:func:`predict_dataset` then ``fcis.evaluation.evaluate_results`` against ``dataset.coco``:
     ``{"segm": {AP, AP50, ...}, "bbox": {...}, "voc": {...}}`` (and ``"ar"`` with
-    ``proposal_recall``)."""
+    ``proposal_recall``). A model whose config says ``class_agnostic`` (InstanceFCN) is scored
+    with all categories as one and always gets ``"ar"``."""
     from fcis.evaluation import evaluate_results
 
+    class_agnostic = bool(getattr(getattr(model, "config", None), "class_agnostic", False))
     results = predict_dataset(model, dataset, device, batch_size=batch_size, progress=progress,
                               workers=workers, label_to_cat_id=label_to_cat_id)
-    return evaluate_results(dataset.coco, results, voc=voc, proposal_recall=proposal_recall)
+    return evaluate_results(dataset.coco, results, voc=voc, proposal_recall=proposal_recall or class_agnostic,
+                            class_agnostic=class_agnostic)

@@ -15,6 +15,20 @@ Resuming (``resume=True``) reloads ``output_dir/last.pt`` (weights, optimizer, s
 iteration, RNG states and the data position) and continues as if never stopped: N iterations in
 one go and N/2 + N/2 resumed give the same parameters. Augmentation randomness is seeded per
 sample (see :mod:`fcis.engine.data`), so this holds with DataLoader workers too.
+
+Distributed data parallel (``torchrun --nproc_per_node N -m fcis train ...``; see
+:mod:`fcis.engine.distributed`): one process per device, each taking its disjoint share of
+every global batch of ``batch_size x N`` images; the default learning rate follows the global
+batch. The model is wrapped in ``DistributedDataParallel`` (trainable BatchNorm synchronised
+first). The per-process losses are averaged over the processes before anything looks at them,
+so the NaN/inf guard decides the same on every process (if one skips, all skip) and rank 0 logs
+the mean. Rank 0 alone writes the logs, TensorBoard events, ``metrics.json`` and checkpoints
+(which hold every process's RNG state); validation predicts a shard per process and rank 0
+scores the gathered results. Without torchrun's variables nothing of this happens.
+
+Mixed precision (``cfg.amp``): the forward runs under ``torch.autocast`` (``cfg.amp_dtype``);
+float16 scales the loss with a ``GradScaler`` whose state is saved under ``"scaler"`` and
+restored on resume (see :mod:`fcis.engine.amp`).
 """
 
 from __future__ import annotations
@@ -34,18 +48,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist_utils
+from .amp import autocast, check_amp, make_grad_scaler
 from .checkpoint import get_rng_state, load_checkpoint, resolve_device, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import TrainStream
 from .errors import CheckpointError, TrainingError
-from .evaluator import evaluate_model
+from .evaluator import evaluate_model, predict_dataset
 from .schedule import build_scheduler
 
 __all__ = ["train"]
 
 #: Fields of TrainConfig that change the result; a resume with different values warns.
-_RESULT_FIELDS = ("batch_size", "lr", "momentum", "weight_decay", "warmup_iters", "warmup_factor", "lr_steps",
-                  "gamma", "clip_grad_norm", "seed", "hflip_prob", "min_size", "max_size", "on_bad_sample")
+_RESULT_FIELDS = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_iters", "warmup_factor", "lr_steps",
+                  "gamma", "clip_grad_norm", "seed", "hflip_prob", "min_size", "max_size", "on_bad_sample",
+                  "amp", "amp_dtype", "sync_bn")
 
 
 def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.PathLike | None,
@@ -67,25 +84,45 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
         image_root: folder of the images (default: each JSON's folder).
         weights_backbone: passed to the builder (torchvision weights enum or state-dict path).
         overwrite: allow a fresh run in a folder that already holds ``last.pt``.
-        progress: show a tqdm bar (loss, lr, ETA).
+        progress: show a tqdm bar (loss, lr, ETA); rank 0 only in a distributed run.
+
+    Under ``torchrun`` (its ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` variables set) every process
+    calls this; it joins the process group (and leaves it at the end if it created it), see
+    the module docstring. ``output_dir`` must then be on a file system all processes share for
+    ``resume`` (each process reads ``last.pt``).
 
     Returns a summary dict: ``iterations``, ``start_iteration``, ``losses`` (mean of the last
-    log window), ``lr``, ``metrics`` (last validation or None), ``best_metric``,
-    ``best_iteration``, ``last_checkpoint``, ``best_checkpoint``, ``nonfinite_steps``,
-    ``bad_samples``, ``time_s``, ``output_dir``.
+    log window, averaged over the processes), ``lr``, ``metrics`` (last validation or None),
+    ``best_metric``, ``best_iteration``, ``last_checkpoint``, ``best_checkpoint``,
+    ``nonfinite_steps``, ``bad_samples`` (of this process), ``time_s``, ``output_dir``,
+    ``world_size``.
     """
+    cfg = cfg or TrainConfig()
+    ctx = dist_utils.init_distributed(cfg.device)
+    try:
+        return _train(model_name, train_json, val_json, Path(output_dir), cfg, ctx,
+                      model_overrides=dict(model_overrides or {}), resume=resume, image_root=image_root,
+                      weights_backbone=weights_backbone, overwrite=overwrite, progress=progress)
+    finally:
+        dist_utils.cleanup(ctx)
+
+
+def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainConfig,
+           ctx: dist_utils.DistContext | None, *, model_overrides: dict[str, Any], resume: bool, image_root,
+           weights_backbone: Any, overwrite: bool, progress: bool) -> dict[str, Any]:
+    """:func:`train` once the process group (``ctx``, None for a single process) is set up."""
     from fcis.data import CocoInstances, DataError, build_transforms, collate
     from fcis.models import BUILDERS
 
-    cfg = cfg or TrainConfig()
     # Weights of a network trained from scratch drift into denormal floats, which make CPU
     # arithmetic orders of magnitude slower (seen here: BatchNorm steps going from 0.8 s to
     # minutes). Flushing them to zero changes no result that matters and keeps steps steady.
     torch.set_flush_denormal(True)
-    model_overrides = dict(model_overrides or {})
-    output_dir = Path(output_dir)
     last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
-    device = resolve_device(cfg.device)
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    main = rank == 0
+    amp_dtype = check_amp(cfg.amp, cfg.amp_dtype, device)
     if model_name not in BUILDERS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(sorted(BUILDERS))}")
 
@@ -94,7 +131,7 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
         if not last_path.exists():
             raise CheckpointError(f"cannot resume: no checkpoint at {last_path}")
         ckpt = load_checkpoint(last_path)
-        _check_resumable(ckpt, model_name, cfg, last_path)
+        _check_resumable(ckpt, model_name, cfg, last_path, world, warn=main)
     elif last_path.exists() and not overwrite:
         raise CheckpointError(f"{last_path} already exists: resume it (--resume), or pick another "
                               "output folder (or pass --overwrite)")
@@ -116,34 +153,26 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
         model = BUILDERS[ckpt["model_name"]](**dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
     else:
-        overrides = {**model_overrides, **cfg.model_overrides()}
-        if overrides.pop("num_classes", train_ds.num_classes) != train_ds.num_classes:
-            raise ValueError(f"num_classes comes from the data ({train_ds.num_classes} in {train_json})")
-        if weights_backbone is not None:
-            overrides["weights_backbone"] = weights_backbone
-        try:
-            model = BUILDERS[model_name](num_classes=train_ds.num_classes, **overrides)
-        except TypeError as e:  # a misspelt override; other TypeErrors are bugs and propagate
-            if "unexpected keyword argument" not in str(e):
-                raise
-            raise ValueError(f"{model_name}: unknown model option ({e}); options are the fields of "
-                             f"the model's config") from None
+        model = _build_model(BUILDERS, model_name, train_ds, train_json, cfg, model_overrides, weights_backbone)
     model.to(device).train()
     mcfg = model.config
     train_ds.transforms = build_transforms(True, min_size=mcfg.min_size, max_size=mcfg.max_size,
                                            hflip_prob=cfg.hflip_prob)
     if val_ds is not None:
         val_ds.transforms = build_transforms(False)
+    if ctx is not None and cfg.sync_bn and dist_utils.has_trainable_batchnorm(model):
+        model = dist_utils.convert_sync_batchnorm(model, device)  # same parameters, global statistics
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.resolved_lr(), momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(params, cfg, world)
     scheduler = build_scheduler(optimizer, cfg)
+    scaler = make_grad_scaler(device, amp_dtype)
 
     run = {  # what a checkpoint records besides the tensors
         "model_name": ckpt["model_name"] if ckpt else model_name,
         "model_config": mcfg.to_dict(),
         "train_config": cfg.to_dict(),
+        "world_size": world,
         "dataset": {"class_names": list(train_ds.class_names),
                     "label_to_cat_id": {int(k): int(v) for k, v in train_ds.label_to_cat_id.items()},
                     "train_json": str(train_json), "val_json": str(val_json) if val_json else None,
@@ -153,24 +182,43 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        _apply_schedule(optimizer, scheduler)
+        if scaler.is_enabled() and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         start_iter = int(ckpt["iteration"])
         best, best_iter = ckpt.get("best_metric"), ckpt.get("best_iteration")
         data_state = ckpt.get("data_state")
-        set_rng_state(ckpt["rng"])
+        _restore_rng(ckpt, rank, world, cfg.seed)
+    else:
+        _seed_rank(cfg.seed, rank)
+    net = _wrap_ddp(model, device, cfg) if ctx is not None else model
+    # Every process has read last.pt (if resuming) before rank 0 may write a new one.
+    dist_utils.barrier()
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(output_dir / "config.json", run)
-    log = RunLog(output_dir, start_iter)
+    log = None
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(output_dir / "config.json", run)
+        log = RunLog(output_dir, start_iter)
 
     def checkpoint(path: Path, iteration: int) -> None:
+        """Called on every process (it gathers their RNG states); rank 0 writes."""
+        rng = dist_utils.gather(get_rng_state())
+        if not main:
+            return
+        extra: dict[str, Any] = {}
+        if world > 1:
+            extra["rng_per_rank"] = rng
+        if scaler.is_enabled():
+            extra["scaler"] = scaler.state_dict()
         save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), iteration=iteration, data_state=stream.state(),
-                        rng=get_rng_state(), best_metric=best, best_iteration=best_iter, **run)
+                        rng=rng[0], best_metric=best, best_iteration=best_iter, **extra, **run)
 
     stream = TrainStream(train_ds, cfg.batch_size, cfg.seed, workers=cfg.workers, collate_fn=collate,
-                         state=data_state, pin_memory=device.type == "cuda")
+                         state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world)
     bar = tqdm(total=cfg.iterations, initial=start_iter, desc="train", unit="it", dynamic_ncols=True,
-               disable=not progress)
+               disable=not (progress and main))
     window: dict[str, list[float]] = defaultdict(list)
     it, nonfinite_run, nonfinite_total, empty_run = start_iter, 0, 0, 0
     metrics, t_start, t_window = None, time.time(), time.time()
@@ -178,7 +226,8 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
     try:
         while it < cfg.iterations:
             images, targets = stream.next()
-            if not images:  # the whole batch was unreadable images (skip mode)
+            # the whole batch was unreadable images (skip mode) on this or another process
+            if not dist_utils.all_reduce_min(bool(images), device):
                 empty_run += 1
                 if empty_run > stream.per_epoch:
                     raise DataError(f"{train_json}: none of the images could be read "
@@ -186,7 +235,8 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
                 continue
             empty_run = 0
             lr = optimizer.param_groups[0]["lr"]
-            losses, finite = train_step(model, optimizer, params, images, targets, device, cfg.clip_grad_norm)
+            losses, finite = train_step(net, optimizer, params, images, targets, device, cfg.clip_grad_norm,
+                                        amp_dtype=amp_dtype, scaler=scaler)
             with warnings.catch_warnings():  # a skipped first step makes LambdaLR warn about the order
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
                 scheduler.step()
@@ -200,7 +250,8 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
             else:
                 nonfinite_run += 1
                 nonfinite_total += 1
-                log.write({"iteration": it, "nonfinite": True, "losses": losses, "lr": lr})
+                if log is not None:
+                    log.write({"iteration": it, "nonfinite": True, "losses": losses, "lr": lr})
                 if nonfinite_run >= cfg.max_nonfinite:
                     checkpoint(output_dir / "nonfinite.pt", it)
                     raise TrainingError(
@@ -212,15 +263,17 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
                 if window:
                     last_losses = {k: float(np.mean(v)) for k, v in window.items()}
                     now = time.time()
-                    log.write({"iteration": it, "loss": last_losses.get("loss"), "losses": last_losses,
-                               "lr": lr, "time": now, "sec_per_iter": (now - t_window) / len(window["loss"])})
+                    if log is not None:
+                        log.write({"iteration": it, "loss": last_losses.get("loss"), "losses": last_losses,
+                                   "lr": lr, "time": now, "sec_per_iter": (now - t_window) / len(window["loss"])})
                     t_window = now
                     window.clear()
             if val_ds is not None and ((cfg.eval_every and it % cfg.eval_every == 0) or final):
-                metrics = validate(model, val_ds, device, progress)
-                log.write({"iteration": it, "metrics": metrics})
+                metrics = validate(model, val_ds, device, progress and main, amp_dtype)
                 ap = _segm_ap(metrics)
-                bar.write(f"iteration {it}: segm AP {_pct(ap)}  bbox AP {_pct(metrics.get('bbox', {}).get('AP'))}")
+                if log is not None:
+                    log.write({"iteration": it, "metrics": metrics})
+                    bar.write(f"iteration {it}: segm AP {_pct(ap)}  bbox AP {_pct(metrics.get('bbox', {}).get('AP'))}")
                 if ap is not None and (best is None or ap > best):
                     best, best_iter = ap, it
                     checkpoint(best_path, it)
@@ -229,9 +282,10 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
     finally:
         bar.close()
         stream.close()
-        log.close()
+        if log is not None:
+            log.close()
 
-    if metrics is not None:
+    if metrics is not None and main:
         from fcis.evaluation import write_metrics
         write_metrics(output_dir, metrics)
     summary = {
@@ -241,10 +295,52 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
         "last_checkpoint": str(last_path) if last_path.exists() else None,
         "best_checkpoint": str(best_path) if best_path.exists() else None,
         "nonfinite_steps": nonfinite_total, "bad_samples": len(train_ds.bad_samples),
-        "time_s": time.time() - t_start,
+        "time_s": time.time() - t_start, "world_size": world,
     }
-    _write_json(output_dir / "summary.json", summary)
+    if main:
+        _write_json(output_dir / "summary.json", summary)
+    dist_utils.barrier()  # rank 0's files are complete when train() returns on any process
     return summary
+
+
+def _build_model(builders, model_name: str, train_ds, train_json, cfg: TrainConfig,
+                 model_overrides: dict[str, Any], weights_backbone: Any) -> torch.nn.Module:
+    """A fresh model: ``builders[model_name]`` with the data's classes and the overrides."""
+    overrides = {**model_overrides, **cfg.model_overrides()}
+    if overrides.pop("num_classes", train_ds.num_classes) != train_ds.num_classes:
+        raise ValueError(f"num_classes comes from the data ({train_ds.num_classes} in {train_json})")
+    if weights_backbone is not None:
+        overrides["weights_backbone"] = weights_backbone
+    try:
+        return builders[model_name](num_classes=train_ds.num_classes, **overrides)
+    except TypeError as e:  # a misspelt override; other TypeErrors are bugs and propagate
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ValueError(f"{model_name}: unknown model option ({e}); options are the fields of "
+                         f"the model's config") from None
+
+
+def _wrap_ddp(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> torch.nn.Module:
+    """``DistributedDataParallel`` around ``model`` (one device per process).
+
+    ``find_unused_parameters`` is ``cfg.find_unused_parameters`` (False by default: with the
+    models here every trainable parameter gets a gradient in every step, also from an image
+    without objects, whose mask and box losses are zeros still connected to the graph, so DDP
+    need not search the graph after each forward). Buffers are not re-broadcast before each
+    forward: the only buffers are BatchNorm statistics, which are synchronised (or frozen) and so
+    already equal on every process.
+    """
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    # newer torch renamed broadcast_buffers (still accepted there, with a FutureWarning)
+    no_buffer_sync = ({"forward_sync_buffers": False}
+                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                      else {"broadcast_buffers": False})
+    return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None,
+                                   find_unused_parameters=cfg.find_unused_parameters, **no_buffer_sync)
 
 
 # --- steps ---------------------------------------------------------------------------------------
@@ -253,22 +349,53 @@ def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
 
-def train_step(model, optimizer, params, images, targets, device, clip_grad_norm=None) -> tuple[dict[str, float], bool]:
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, world_size: int = 1
+                    ) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, at ``cfg.resolved_lr(world_size)``."""
+    lr = cfg.resolved_lr(world_size)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train_step(model, optimizer, params, images, targets, device, clip_grad_norm=None, *,
+               amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None
+               ) -> tuple[dict[str, float], bool]:
     """One SGD step. Returns ``(losses as floats incl. "loss", finite)``; a NaN/inf loss (or
-    gradient norm when clipping) skips the update."""
+    gradient norm when clipping without a scaler) skips the update.
+
+    The losses are averaged over the processes of a distributed run before they are looked at:
+    a NaN/inf on any process makes the mean non-finite everywhere, so every process skips the
+    backward pass together (one skipping alone would leave the others waiting in DDP's
+    gradient all-reduce). ``amp_dtype`` runs the forward under autocast; an enabled float16
+    ``scaler`` scales the loss, skips the update itself when gradients overflow and adapts its
+    scale (an overflow is not counted as a non-finite step).
+    """
     images = [im.to(device, non_blocking=True) for im in images]
     targets = [_to_device(t, device) for t in targets]
-    loss_dict = model(images, targets)
+    with autocast(device, amp_dtype):
+        loss_dict = model(images, targets)
     if not loss_dict:
         raise TrainingError("the model returned no losses in training mode")
-    loss = torch.stack([v.reshape(()) for v in loss_dict.values()]).sum()
-    losses = {k: float(v.detach()) for k, v in loss_dict.items()}
-    losses["loss"] = float(loss.detach())
+    terms = [v.reshape(()).float() for v in loss_dict.values()]
+    loss = torch.stack(terms).sum()
+    mean = dist_utils.all_reduce_mean(torch.stack([loss.detach(), *[t.detach() for t in terms]])).tolist()
+    losses = dict(zip(loss_dict, mean[1:]))
+    losses["loss"] = mean[0]
     optimizer.zero_grad(set_to_none=True)
     if not math.isfinite(losses["loss"]):
         return losses, False
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        if clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return losses, True
     loss.backward()
     if clip_grad_norm is not None:
+        # after DDP's all-reduce the gradients, hence the norm, are the same on every process
         norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
         if not torch.isfinite(norm):
             optimizer.zero_grad(set_to_none=True)
@@ -278,11 +405,24 @@ def train_step(model, optimizer, params, images, targets, device, clip_grad_norm
     return losses, True
 
 
-def validate(model, dataset, device, progress: bool) -> dict:
-    """Evaluate without disturbing the training RNG streams or the model's train mode."""
+def validate(model, dataset, device, progress: bool, amp_dtype: torch.dtype | None = None) -> dict:
+    """Evaluate without disturbing the training RNG streams or the model's train mode.
+
+    In a distributed run every process must call it: each predicts its shard of ``dataset``
+    (:func:`predict_dataset` shards and gathers), rank 0 scores all results through
+    :func:`evaluate_model`, and the metrics are broadcast, so that every process takes the
+    same best-checkpoint decision."""
     rng = get_rng_state()
     try:
-        return evaluate_model(model, dataset, device, progress=progress)
+        with autocast(device, amp_dtype):
+            if not dist_utils.is_distributed():
+                return evaluate_model(model, dataset, device, progress=progress)
+            metrics = None
+            if dist_utils.is_main_process():
+                metrics = evaluate_model(model, dataset, device, progress=progress)
+            else:  # the same predict_dataset call evaluate_model makes: this process's shard
+                predict_dataset(model, dataset, device, progress=False)
+        return dist_utils.broadcast_object(metrics)
     finally:
         set_rng_state(rng)
 
@@ -295,7 +435,39 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_resumable(ckpt: dict, model_name: str, cfg: TrainConfig, path: Path) -> None:
+def _seed_rank(seed: int, rank: int) -> None:
+    """Give process ``rank > 0`` of a fresh distributed run its own RNG streams (the model's
+    sampling draws), after the model was built identically everywhere. Rank 0 (and a single
+    process) keeps the stream of ``seed``."""
+    if rank > 0:
+        _seed_everything(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
+
+
+def _apply_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set the rate of the restored iteration from the schedule of *this* run's config.
+
+    The optimizer's saved rate is the old schedule's; when ``iterations`` changed (2 trained,
+    resumed to 4) the step milestones, fractions of ``iterations``, moved with it. For an
+    unchanged config this recomputes the very same number."""
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+
+
+def _restore_rng(ckpt: dict, rank: int, world: int, seed: int) -> None:
+    """This process's RNG states from a checkpoint: its own when the checkpoint has one per
+    process of the same world size, else rank 0's (``rng``) for rank 0 and a fresh per-rank seed
+    for the others."""
+    per_rank = ckpt.get("rng_per_rank")
+    if per_rank is not None and len(per_rank) == world:
+        set_rng_state(per_rank[rank])
+    elif rank == 0:
+        set_rng_state(ckpt["rng"])
+    else:
+        _seed_rank(seed, rank)
+
+
+def _check_resumable(ckpt: dict, model_name: str, cfg: TrainConfig, path: Path, world: int = 1,
+                     warn: bool = True) -> None:
     if ckpt["model_name"] != model_name:
         raise CheckpointError(f"{path} was trained as {ckpt['model_name']!r}, not {model_name!r}")
     for key in ("optimizer", "scheduler", "iteration", "rng", "dataset", "train_config"):
@@ -305,7 +477,10 @@ def _check_resumable(ckpt: dict, model_name: str, cfg: TrainConfig, path: Path) 
     now = cfg.to_dict()
     changed = [f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in _RESULT_FIELDS
                if k in old and _norm(old[k]) != _norm(now[k])]
-    if changed:
+    old_world = int(ckpt.get("world_size", 1))
+    if old_world != world:
+        changed.append(f"processes (WORLD_SIZE): {old_world} -> {world}")
+    if changed and warn:
         warnings.warn(f"resuming {path} with a different configuration ({'; '.join(changed)}); "
                       "the result will differ from an uninterrupted run", stacklevel=3)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .coco_eval import COCO_METRICS, evaluate_coco
+from .class_agnostic import collapse_categories
 from .ground_truth import CocoLike, load_coco_gt
 from .proposal_recall import mask_average_recall
 from .voc_eval import evaluate_voc
@@ -20,7 +21,8 @@ __all__ = ["evaluate_results", "format_metrics_table", "write_metrics"]
 
 
 def evaluate_results(
-    coco_gt: CocoLike, results: list[dict], *, voc: bool = True, proposal_recall: bool = False
+    coco_gt: CocoLike, results: list[dict], *, voc: bool = True, proposal_recall: bool = False,
+    class_agnostic: bool = False,
 ) -> dict:
     """Every metric of ``results`` (COCO results entries) against ``coco_gt``.
 
@@ -29,7 +31,14 @@ def evaluate_results(
     "num_detections": int}``. ``"voc"`` only with ``voc=True``, ``"ar"`` only with
     ``proposal_recall=True``; ``"segm"``, ``"voc"`` and ``"ar"`` need masks and are left out when
     the results are non-empty and none has a ``segmentation`` (box-only models).
+
+    ``class_agnostic=True`` scores ``segm``, ``bbox`` and ``voc`` with every GT instance and
+    every result in one category "object" (see :mod:`fcis.evaluation.class_agnostic`), always
+    adds ``"ar"`` (when the results have masks) and records ``"class_agnostic": True``.
     """
+    if class_agnostic:
+        coco_gt, results = collapse_categories(coco_gt, results)
+        proposal_recall = True
     gt = load_coco_gt(coco_gt)
     has_masks = not results or any("segmentation" in r for r in results)
     metrics: dict = {}
@@ -40,6 +49,8 @@ def evaluate_results(
         metrics["voc"] = evaluate_voc(gt, results)
     if proposal_recall and has_masks:
         metrics["ar"] = mask_average_recall(gt, results)
+    if class_agnostic:
+        metrics["class_agnostic"] = True
     metrics["num_images"] = len(gt.getImgIds())
     metrics["num_detections"] = len(results)
     return metrics
@@ -54,8 +65,8 @@ def _pct(x) -> str:
 def format_metrics_table(metrics: dict) -> str:
     """Aligned text table of an :func:`evaluate_results` dict: one row per COCO task (segm, bbox)
     with the AP columns ×100 to one decimal (``-`` for ``nan``), then a VOC line, an AR line and a
-    counts line when those entries are present."""
-    lines = []
+    counts line when those entries are present (headed by a note for class-agnostic metrics)."""
+    lines = ["class-agnostic: every category scored as one 'object'"] if metrics.get("class_agnostic") else []
     tasks = [t for t in ("segm", "bbox") if t in metrics]
     if tasks:
         lines.append(f"{'':<6}" + "".join(f"{k:>7}" for k in COCO_METRICS))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from fcis.engine.amp import autocast, check_amp
 from fcis.engine.checkpoint import load_model, resolve_device
 from fcis.engine.errors import InputError
 
@@ -57,15 +58,18 @@ class Predictor:
     ``predict(x)`` returns ``{"boxes": float32[N, 4] xyxy, "labels": int64[N] (1..C), "scores":
     float32[N] (descending), "masks": bool[N, H, W] (binarised at the model's mask_threshold),
     "class_names": list[str] (one per detection)}``, on the CPU, keeping only detections with
-    ``score >= score_threshold``.
+    ``score >= score_threshold``. ``amp=True`` runs the model under ``torch.autocast`` with
+    ``amp_dtype`` (``"bf16"``, or ``"fp16"`` on CUDA; see :mod:`fcis.engine.amp`).
     """
 
     def __init__(self, model: torch.nn.Module, class_names: list[str], *, device: str | torch.device = "cpu",
                  score_threshold: float = 0.5, label_to_cat_id: dict[int, int] | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, amp: bool = False, amp_dtype: str = "bf16") -> None:
         self.device = resolve_device(device)
+        self.amp_dtype = check_amp(amp, amp_dtype, self.device)
         self.model = model.to(self.device).eval()
-        self.class_names = list(class_names)
+        # A class-agnostic model (segment proposals, e.g. InstanceFCN) has one class: "object".
+        self.class_names = ["object"] if getattr(model.config, "class_agnostic", False) else list(class_names)
         self.score_threshold = float(score_threshold)
         self.label_to_cat_id = dict(label_to_cat_id or {i + 1: i + 1 for i in range(len(self.class_names))})
         self.mask_threshold = float(model.config.mask_threshold)
@@ -73,11 +77,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
-                        score_threshold: float = 0.5) -> "Predictor":
+                        score_threshold: float = 0.5, amp: bool = False, amp_dtype: str = "bf16") -> "Predictor":
         model, meta = load_model(path, device)
         names = meta["class_names"] or [str(i + 1) for i in range(model.config.num_classes)]
         return cls(model, names, device=device, score_threshold=score_threshold,
-                   label_to_cat_id=meta["label_to_cat_id"] or None, meta=meta)
+                   label_to_cat_id=meta["label_to_cat_id"] or None, meta=meta, amp=amp, amp_dtype=amp_dtype)
 
     def class_name(self, label: int) -> str:
         return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
@@ -85,7 +89,8 @@ class Predictor:
     @torch.no_grad()
     def predict(self, x: ImageLike) -> dict[str, Any]:
         image = to_image_tensor(x).to(self.device)
-        out = self.model([image])[0]
+        with autocast(self.device, self.amp_dtype):
+            out = self.model([image])[0]
         keep = out["scores"] >= self.score_threshold
         masks = out["masks"][keep]
         if masks.ndim == 4:
@@ -95,7 +100,7 @@ class Predictor:
             "boxes": out["boxes"][keep].float().cpu(),
             "labels": labels,
             "scores": out["scores"][keep].float().cpu(),
-            "masks": (masks >= self.mask_threshold).cpu() if masks.dtype != torch.bool else masks.cpu(),
+            "masks": (masks.float() >= self.mask_threshold).cpu() if masks.dtype != torch.bool else masks.cpu(),
             "class_names": [self.class_name(int(l)) for l in labels],
         }
 
