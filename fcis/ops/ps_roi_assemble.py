@@ -13,6 +13,8 @@ device and dtype that ``grid_sample`` supports and exports to ONNX without custo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,8 +42,34 @@ def boxes_to_rois(boxes: Tensor | list[Tensor], like: Tensor | None = None) -> T
     return boxes
 
 
+def _known_zero(n: int | torch.SymInt) -> bool:
+    """``n == 0``, but False for a size unknown while exporting (the RoI count after NMS), which
+    then takes the general path (it handles zero RoIs too) instead of failing on a guard."""
+    if isinstance(n, int):
+        return n == 0
+    from torch.fx.experimental.symbolic_shapes import guard_or_false
+
+    return guard_or_false(n == 0)
+
+
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+@functools.lru_cache(maxsize=None)
+def _cell_table_lists(k: int, ph: int, pw: int) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """Plain-Python form of :func:`_cell_tables` (cached; constants for tracing and export)."""
+    members: list[list[int]] = [[] for _ in range(k * k)]
+    for i in range(ph):
+        for j in range(pw):
+            members[(i * k // ph) * k + j * k // pw].append(i * pw + j)
+    b = max(len(m) for m in members)
+    inverse = [0] * (ph * pw)
+    for group, cells in enumerate(members):
+        for slot, cell in enumerate(cells):
+            inverse[cell] = group * b + slot
+    table = tuple(tuple(m + [0] * (b - len(m))) for m in members)
+    return table, tuple(inverse)
 
 
 def _cell_tables(k: int, ph: int, pw: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -50,19 +78,9 @@ def _cell_tables(k: int, ph: int, pw: int, device: torch.device) -> tuple[Tensor
     Returns ``table`` (k², B) of flat cell indices (groups smaller than B are padded with cell 0,
     computed and then never read) and ``inverse`` (ph·pw,): each cell's slot in the flattened
     (k², B) table."""
-    rows = torch.arange(ph) * k // ph
-    cols = torch.arange(pw) * k // pw
-    group = (rows[:, None] * k + cols[None, :]).flatten()            # (ph*pw,)
-    order = torch.argsort(group, stable=True)
-    counts = torch.bincount(group, minlength=k * k)
-    b = int(counts.max())
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(ph * pw) - starts[group[order]]               # slot within its group
-    table = torch.zeros(k * k, b, dtype=torch.long)
-    table[group[order], slot] = order
-    inverse = torch.empty(ph * pw, dtype=torch.long)
-    inverse[order] = group[order] * b + slot
-    return table.to(device), inverse.to(device)
+    table, inverse = _cell_table_lists(k, ph, pw)
+    return (torch.tensor(table, dtype=torch.long, device=device),
+            torch.tensor(inverse, dtype=torch.long, device=device))
 
 
 def _sample_coords(start: Tensor, bin_size: Tensor, n_bins: int, grid: int, size: int) -> tuple[Tensor, Tensor]:
@@ -75,7 +93,7 @@ def _sample_coords(start: Tensor, bin_size: Tensor, n_bins: int, grid: int, size
     c = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
          + sub[None, None, :] * bin_size[:, None, None] / grid)
     inside = (c >= -1.0) & (c <= size)
-    return c.clamp(min=0.0, max=size - 1), inside
+    return c.clamp(min=0.0, max=size - 1.0), inside  # a float bound (exports with a symbolic size)
 
 
 def _to_grid_coord(c: Tensor, size: int) -> Tensor:
@@ -117,9 +135,12 @@ def ps_roi_assemble(
     if ph < k or pw < k:
         raise ValueError(f"output_size {(ph, pw)} must be at least group_size {k}")
     g = c // (k * k)
-    rois = boxes_to_rois(boxes, input).to(dtype=input.dtype, device=input.device)
+    # Coordinates in at least float32: under bf16/fp16 autocast, RoIs rounded to the maps' dtype
+    # would move by pixels; only the normalised sampling grid is cast to the maps' dtype.
+    coord_dtype = torch.promote_types(input.dtype, torch.float32)
+    rois = boxes_to_rois(boxes, input).to(dtype=coord_dtype, device=input.device)
     num = rois.shape[0]
-    if num == 0 or h == 0 or w == 0:
+    if _known_zero(num) or h == 0 or w == 0:
         return input.new_zeros(num, g, ph, pw) + 0.0 * input.sum()
 
     with torch.no_grad():
@@ -128,6 +149,17 @@ def ps_roi_assemble(
         roi_w = rois[:, 3] * spatial_scale - 0.5 - x1
         roi_h = rois[:, 4] * spatial_scale - 0.5 - y1
         bin_w, bin_h = roi_w / pw, roi_h / ph
+        table, inverse = _cell_tables(k, ph, pw, input.device)
+    # (N, G, k², H, W) -> per image (k², G, H, W): position groups become grid_sample's batch.
+    maps = input.view(n, g, k * k, h, w).transpose(1, 2)
+    if n == 1 and sampling_ratio > 0:
+        # One image and a fixed number of samples: a single bucket of every RoI, in order, with
+        # no data-dependent bucketing (the path that ONNX export traces; the batch index is 0).
+        values = _assemble_rois(maps[0], x1, y1, bin_w, bin_h, sampling_ratio, sampling_ratio,
+                                table, inverse, k, ph, pw)
+        return values.view(num, g, ph, pw)
+
+    with torch.no_grad():
         if sampling_ratio > 0:
             grid_h = torch.full((num,), sampling_ratio, dtype=torch.long, device=rois.device)
             grid_w = grid_h
@@ -138,10 +170,7 @@ def ps_roi_assemble(
         # One bucket per (image, grid_h, grid_w): every RoI in it has the same number of samples.
         key = torch.stack([batch, grid_h.clamp(min=0), grid_w.clamp(min=0)], dim=1)
         buckets, bucket_of = torch.unique(key, dim=0, return_inverse=True)
-        table, inverse = _cell_tables(k, ph, pw, input.device)
 
-    # (N, G, k², H, W) -> per image (k², G, H, W): position groups become grid_sample's batch.
-    maps = input.view(n, g, k * k, h, w).transpose(1, 2)
     pieces, piece_index = [], []
     for bucket_id, (b_img, gh, gw) in enumerate(buckets.tolist()):
         idx = torch.nonzero(bucket_of == bucket_id).flatten()
@@ -150,24 +179,8 @@ def ps_roi_assemble(
             pieces.append(input.new_zeros(m, g, ph * pw))
             piece_index.append(idx)
             continue
-        with torch.no_grad():
-            ys, y_in = _sample_coords(y1[idx], bin_h[idx], ph, gh, h)   # (m, ph, gh)
-            xs, x_in = _sample_coords(x1[idx], bin_w[idx], pw, gw, w)   # (m, pw, gw)
-            far = torch.tensor(-10.0, dtype=input.dtype, device=input.device)
-            # Full per-cell sample grid (m, ph, pw, gh, gw); samples outside the band read zero.
-            inside = y_in[:, :, None, :, None] & x_in[:, None, :, None, :]
-            gy = _to_grid_coord(ys, h)[:, :, None, :, None].expand(m, ph, pw, gh, gw)
-            gx = _to_grid_coord(xs, w)[:, None, :, None, :].expand(m, ph, pw, gh, gw)
-            grid = torch.stack([torch.where(inside, gx, far), torch.where(inside, gy, far)], dim=-1)
-            # Reorder cells by position group: (m, ph*pw, S, 2) -> (k², m * B * S, 1, 2).
-            grid = grid.reshape(m, ph * pw, gh * gw, 2)[:, table]         # (m, k², B, S, 2)
-            grid = grid.permute(1, 0, 2, 3, 4).reshape(k * k, -1, 1, 2)
-        sampled = F.grid_sample(maps[b_img], grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=False)                      # (k², G, m*B*S, 1)
-        cells = sampled.view(k * k, g, m, table.shape[1], gh * gw).sum(dim=-1)
-        if gh * gw > 1:
-            cells = cells * (1.0 / (gh * gw))                             # (k², G, m, B)
-        pieces.append(_cells_to_grid(cells, k, ph, pw, inverse))
+        pieces.append(_assemble_rois(maps[b_img], x1[idx], y1[idx], bin_w[idx], bin_h[idx], gh, gw,
+                                     table, inverse, k, ph, pw))
         piece_index.append(idx)
     if len(pieces) == 1:                                                  # one bucket: all RoIs, in order
         return pieces[0].view(num, g, ph, pw)
@@ -175,6 +188,32 @@ def ps_roi_assemble(
     order = torch.cat(piece_index, dim=0)
     out = values.new_zeros(num, g, ph * pw).index_copy(0, order, values)
     return out.view(num, g, ph, pw)
+
+
+def _assemble_rois(maps: Tensor, x1: Tensor, y1: Tensor, bin_w: Tensor, bin_h: Tensor, gh: int, gw: int,
+                   table: Tensor, inverse: Tensor, k: int, ph: int, pw: int) -> Tensor:
+    """RoIs of one image, all with gh×gw samples per cell: ``maps`` (k², G, H, W) and per-RoI
+    ``x1``, ``y1``, ``bin_w``, ``bin_h`` (m,) in map pixels -> (m, G, ph·pw)."""
+    _, g, h, w = maps.shape
+    m = x1.shape[0]
+    with torch.no_grad():
+        ys, y_in = _sample_coords(y1, bin_h, ph, gh, h)   # (m, ph, gh)
+        xs, x_in = _sample_coords(x1, bin_w, pw, gw, w)   # (m, pw, gw)
+        far = torch.tensor(-10.0, dtype=x1.dtype, device=maps.device)
+        # Full per-cell sample grid (m, ph, pw, gh, gw); samples outside the band read zero.
+        inside = y_in[:, :, None, :, None] & x_in[:, None, :, None, :]
+        gy = _to_grid_coord(ys, h)[:, :, None, :, None].expand(m, ph, pw, gh, gw)
+        gx = _to_grid_coord(xs, w)[:, None, :, None, :].expand(m, ph, pw, gh, gw)
+        grid = torch.stack([torch.where(inside, gx, far), torch.where(inside, gy, far)], dim=-1)
+        # Reorder cells by position group: (m, ph*pw, S, 2) -> (k², m * B * S, 1, 2).
+        grid = grid.reshape(m, ph * pw, gh * gw, 2)[:, table]         # (m, k², B, S, 2)
+        grid = grid.permute(1, 0, 2, 3, 4).reshape(k * k, -1, 1, 2).to(maps.dtype)
+    sampled = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)                      # (k², G, m*B*S, 1)
+    cells = sampled.view(k * k, g, m, table.shape[1], gh * gw).sum(dim=-1)
+    if gh * gw > 1:
+        cells = cells * (1.0 / (gh * gw))                             # (k², G, m, B)
+    return _cells_to_grid(cells, k, ph, pw, inverse)
 
 
 def _cells_to_grid(cells: Tensor, k: int, ph: int, pw: int, inverse: Tensor) -> Tensor:
