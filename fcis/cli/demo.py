@@ -22,6 +22,8 @@ class DemoConfig:
     num_images: int = 300
     image_size: tuple[int, int] = (256, 320)      # (H, W)
     max_objects: int = 4
+    min_object_size: int = 32                     # objects of 32 px .. 45% of the short side
+    max_object_fraction: float = 0.45
     val_fraction: float = 0.2
     seed: int = 0
     # model
@@ -29,13 +31,17 @@ class DemoConfig:
     min_size: int = 256
     max_size: int = 320
     model_overrides: dict[str, Any] = field(default_factory=lambda: {
-        "anchor_sizes": (16, 32, 64, 128),        # objects are 24 px .. 45% of the short side
+        "anchor_sizes": (16, 32, 64, 128),        # objects are 32 px .. 45% of the short side
         "rpn_pre_nms_top_n_test": 1000,           # small images: 1000 anchors before NMS suffice
     })
     # training (fcis.engine.TrainConfig)
-    iterations: int = 500
+    iterations: int = 600
     batch_size: int = 2
-    lr: float | None = 0.02                       # random backbone: far above the paper's 5e-4/img
+    # From a random initialisation AdamW learns the masks far sooner than the paper's SGD: in one
+    # run, segm AP after 200 iterations was 30% with AdamW (lr 1e-3) and 0.3% with SGD
+    # (lr 0.02, momentum 0.9, mask loss weight 10).
+    optimizer: str = "adamw"
+    lr: float | None = 1e-3
     warmup_iters: int = 50
     lr_steps: tuple[float, ...] = (0.75, 0.92)
     eval_every: int = 0                           # 0: validate once, at the end
@@ -74,9 +80,10 @@ def run_demo(output: str | Path = "runs/demo", *, quick: bool = False, device: s
     print(f"[1/4] making {dc.num_images} synthetic images {dc.image_size[0]}x{dc.image_size[1]} in {out / 'data'}",
           file=sys.stderr)
     data = make_shapes(out / "data", num_images=dc.num_images, seed=dc.seed, image_size=dc.image_size,
-                       max_objects=dc.max_objects, val_fraction=dc.val_fraction)
+                       max_objects=dc.max_objects, val_fraction=dc.val_fraction,
+                       min_object_size=dc.min_object_size, max_object_fraction=dc.max_object_fraction)
 
-    cfg = TrainConfig(iterations=dc.iterations, batch_size=dc.batch_size, lr=dc.lr, warmup_iters=dc.warmup_iters,
+    cfg = TrainConfig(iterations=dc.iterations, batch_size=dc.batch_size, optimizer=dc.optimizer, lr=dc.lr, warmup_iters=dc.warmup_iters,
                       lr_steps=dc.lr_steps, eval_every=dc.eval_every, checkpoint_every=dc.checkpoint_every,
                       log_every=dc.log_every, workers=dc.workers, seed=dc.seed, device=device,
                       min_size=dc.min_size, max_size=dc.max_size)

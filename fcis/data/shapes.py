@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
 CLASS_NAMES = ("circle", "square", "triangle")  # category ids 1, 2, 3
-_MIN_OBJECT = 24  # px, smallest object size
 _MIN_VISIBLE_PX = 40
 _MIN_VISIBLE_FRACTION = 0.3
 
@@ -63,14 +62,15 @@ def _colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
     return c
 
 
-def _render(rng: np.random.Generator, n_obj: int, h: int, w: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """One image ``uint8[H, W, 3]`` and its visible instances ``[(class index, bool[H, W])]``."""
+def _render(rng: np.random.Generator, n_obj: int, h: int, w: int, smin: float, smax: float
+            ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One image ``uint8[H, W, 3]`` and its visible instances ``[(class index, bool[H, W])]``,
+    objects ``smin`` to ``smax`` px."""
     img = _background(rng, h, w)
-    smax = 0.45 * min(h, w)
     objs: list[tuple[int, np.ndarray, int]] = []  # class, visible mask, full area
     for _ in range(n_obj):
         cls = int(rng.integers(0, 3))
-        m = _shape_mask(rng, cls, h, w, _MIN_OBJECT, smax)
+        m = _shape_mask(rng, cls, h, w, smin, smax)
         img[m] = _colour(rng, img[m])
         for _, earlier, _ in objs:
             earlier &= ~m
@@ -89,14 +89,16 @@ def make_shapes(
     image_size: tuple[int, int] = (256, 320),
     max_objects: int = 4,
     val_fraction: float = 0.2,
+    min_object_size: int = 24,
+    max_object_fraction: float = 0.45,
 ) -> dict[str, Path]:
     """Write a synthetic COCO instance segmentation dataset and return its paths.
 
     Writes ``out_dir/images/NNNNN.png`` (RGB, ``image_size`` = (H, W)), ``out_dir/train.json`` and
     ``out_dir/val.json`` (split by image, ``val_fraction`` of the images in val, at least one when
     ``val_fraction > 0`` and ``num_images >= 2``). Classes: circle, square, triangle (category ids
-    1, 2, 3). Each image has a textured random background and 1..``max_objects`` objects of 24 px to
-    45% of the short side, random colours and rotations; ``num_images // 20`` images have none.
+    1, 2, 3). Each image has a textured random background and 1..``max_objects`` objects of ``min_object_size``
+    px (default 24) to ``max_object_fraction`` of the short side (default 45%), random colours and rotations; ``num_images // 20`` images have none.
     Later objects occlude earlier ones (earlier masks are updated); an instance whose visible part is
     below 30% of its own area or 40 px is dropped. Masks are compressed RLE, ``bbox`` is the tight box
     of the visible mask, ``area`` its pixel count, ``iscrowd`` 0. Deterministic for a given ``seed``:
@@ -108,8 +110,13 @@ def make_shapes(
     if num_images < 1 or max_objects < 0 or not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"need num_images >= 1, max_objects >= 0, 0 <= val_fraction <= 1; got "
                          f"{num_images}, {max_objects}, {val_fraction}")
-    if 0.45 * min(h, w) < _MIN_OBJECT:
-        raise ValueError(f"image_size {image_size} too small: the short side must be at least 54 px")
+    smin, smax = float(min_object_size), max_object_fraction * min(h, w)
+    if min_object_size < 8 or not 0 < max_object_fraction <= 1:
+        raise ValueError(f"need min_object_size >= 8 and 0 < max_object_fraction <= 1; got "
+                         f"{min_object_size}, {max_object_fraction}")
+    if smax < smin:
+        raise ValueError(f"image_size {image_size} too small for objects of {min_object_size} px to "
+                         f"{max_object_fraction:.0%} of the short side")
     out = Path(out_dir)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +135,7 @@ def make_shapes(
     for i in range(num_images):
         img_rng = np.random.default_rng([seed, i])
         n_obj = 0 if i in empty or max_objects == 0 else int(img_rng.integers(1, max_objects + 1))
-        pixels, instances = _render(img_rng, n_obj, h, w)
+        pixels, instances = _render(img_rng, n_obj, h, w, smin, smax)
         file_name = f"{i:05d}.png"
         Image.fromarray(pixels).save(img_dir / file_name, compress_level=1)
         split = splits["val" if i in val_set else "train"]

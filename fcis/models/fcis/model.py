@@ -48,7 +48,9 @@ class FCIS(nn.Module):
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         batch, targets = self.transform(images, targets)
         c4, c5 = self.backbone(batch.tensors)
-        proposals, rpn_losses = self.rpn(batch, {"0": c4}, targets)
+        # Anchors and proposals take the features' dtype: keep them float32 under bf16/fp16 autocast.
+        rpn_in = c4 if c4.dtype in (torch.float32, torch.float64) else c4.float()
+        proposals, rpn_losses = self.rpn(batch, {"0": rpn_in}, targets)
         maps = self.head(c5)
         if self.training:
             return {**rpn_losses, **self.roi_losses(maps, proposals, targets)}
