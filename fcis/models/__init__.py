@@ -11,11 +11,18 @@ from typing import Any, Callable
 from torch import nn
 
 from .fcis import FCIS, FCISConfig, fcis_resnet18, fcis_resnet50, fcis_resnet101
+from .instancefcn import InstanceFCN, InstanceFCNConfig, instancefcn_resnet18, instancefcn_resnet50
+from .maskrcnn import MaskRCNN, MaskRCNNConfig, maskrcnn_resnet18_fpn, maskrcnn_resnet50_fpn, maskrcnn_resnet101_fpn
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "fcis_resnet18": fcis_resnet18,
     "fcis_resnet50": fcis_resnet50,
     "fcis_resnet101": fcis_resnet101,
+    "instancefcn_resnet18": instancefcn_resnet18,
+    "instancefcn_resnet50": instancefcn_resnet50,
+    "maskrcnn_resnet18_fpn": maskrcnn_resnet18_fpn,
+    "maskrcnn_resnet50_fpn": maskrcnn_resnet50_fpn,
+    "maskrcnn_resnet101_fpn": maskrcnn_resnet101_fpn,
 }
 
 
@@ -27,4 +34,6 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["BUILDERS", "build_model", "FCIS", "FCISConfig",
-           "fcis_resnet18", "fcis_resnet50", "fcis_resnet101"]
+           "fcis_resnet18", "fcis_resnet50", "fcis_resnet101",
+           "InstanceFCN", "InstanceFCNConfig", "instancefcn_resnet18", "instancefcn_resnet50",
+           "MaskRCNN", "MaskRCNNConfig", "maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn"]

@@ -46,8 +46,11 @@ def load_backbone_weights(model: nn.Module, weights: BackboneWeights) -> bool:
 
 
 def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dilate_conv5: bool,
-                 frozen_bn: bool, trainable_layers: int) -> resnet.ResNet:
+                 frozen_bn: bool, trainable_layers: int, dilate_conv4: bool = False) -> resnet.ResNet:
     """A torchvision ResNet with optional dilated conv5, frozen BN and frozen early stages.
+
+    ``dilate_conv4`` (default off; needs ``dilate_conv5``) dilates conv4 too, so that conv4 and
+    conv5 both run at stride 8 (conv5 with dilation 4), as InstanceFCN's stride-8 network.
 
     ``pretrained`` says whether the network is (or, when rebuilt from a checkpoint, was)
     initialised from ImageNet. When it is not, the BatchNorm layers stay ordinary (trainable,
@@ -58,10 +61,14 @@ def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dila
     pretrained = pretrained or weights is not None
     norm = FrozenBatchNorm2d if (pretrained and frozen_bn) else nn.BatchNorm2d
     basic = depth < 50
+    if dilate_conv4 and not dilate_conv5:
+        raise ValueError("dilate_conv4 needs dilate_conv5 (conv5 cannot be strided after a dilated conv4)")
     model = _RESNETS[depth](weights=None, norm_layer=norm,
-                            replace_stride_with_dilation=[False, False, dilate_conv5 and not basic])
+                            replace_stride_with_dilation=[False, dilate_conv4 and not basic, dilate_conv5 and not basic])
+    if dilate_conv4 and basic:
+        _dilate_basic_layer4(model.layer3)
     if dilate_conv5 and basic:
-        _dilate_basic_layer4(model.layer4)
+        _dilate_basic_layer4(model.layer4, 4 if dilate_conv4 else 2, previous=2 if dilate_conv4 else 1)
     load_backbone_weights(model, weights)
     if not pretrained:
         trainable_layers = 5
@@ -76,21 +83,24 @@ def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dila
     return model
 
 
-def _dilate_basic_layer4(layer: nn.Sequential) -> None:
+def _dilate_basic_layer4(layer: nn.Sequential, dilation: int = 2, previous: int = 1) -> None:
     """torchvision refuses dilation in BasicBlock: apply the hole algorithm by hand, as torchvision
-    does for Bottleneck: the first block keeps stride 1, the 3×3 convs after it get dilation 2.
+    does for Bottleneck: the first block keeps stride 1 and its first conv the ``previous``
+    dilation, the 3×3 convs after it get ``dilation``. Any stage works (the name is historical).
     Shapes of the weights are unchanged, so ImageNet weights still load."""
     first = layer[0]
     first.conv1.stride = (1, 1)
+    first.conv1.dilation, first.conv1.padding = (previous, previous), (previous, previous)
     if first.downsample is not None:
         first.downsample[0].stride = (1, 1)
     convs = [first.conv2] + [c for block in layer[1:] for c in (block.conv1, block.conv2)]
     for conv in convs:
-        conv.dilation, conv.padding = (2, 2), (2, 2)
+        conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
 
 
 class ResNetC4C5(nn.Module):
-    """Runs a ResNet up to conv4 (stride 16) and conv5 (stride 16 when dilated, else 32).
+    """Runs a ResNet up to conv4 (stride 16) and conv5 (stride 16 when dilated, else 32); with
+    ``build_resnet(..., dilate_conv4=True)`` both are at stride 8.
 
     forward(x: (N, 3, H, W)) -> (c4: (N, C4, H/16, W/16), c5: (N, C5, H/16, W/16))
     """

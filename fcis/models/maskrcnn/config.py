@@ -1,0 +1,90 @@
+"""Typed configuration of Mask R-CNN (torchvision's). Defaults are torchvision's (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ...config_io import dataclass_from_dict
+
+#: Feature maps of torchvision's ResNet-FPN: P2..P5 ("0".."3") and the max-pooled P6 ("pool").
+FPN_LEVELS = 5
+
+
+@dataclass
+class MaskRCNNConfig:
+    """Configuration of the Mask R-CNN baseline (torchvision's ``MaskRCNN`` on a ResNet-FPN).
+
+    ``num_classes`` counts foreground classes only; torchvision's model is built with
+    ``num_classes + 1`` outputs (label 0 is background) and predicts labels in 1..num_classes.
+    Field names after ``image_std`` are torchvision's ``MaskRCNN`` keyword arguments.
+    """
+
+    num_classes: int = 80
+
+    # Backbone: ResNet + FPN (P2..P6, 256 channels).
+    depth: int = 50
+    # Stages of the ResNet that train, counted from the top (5 = all); torchvision's default 3.
+    # With a random backbone every stage trains and BatchNorm stays ordinary (torchvision too).
+    trainable_layers: int = 3
+    # Set by the builders when ImageNet weights are loaded; decides frozen BN and frozen stages,
+    # so that a checkpoint rebuilds the same layers without the weights file.
+    backbone_pretrained: bool = False
+
+    # Input resizing (short side, long side limit) and normalisation (ImageNet statistics).
+    min_size: int = 800
+    max_size: int = 1333
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    # Anchors: one size per FPN level (P2..P6), the same aspect ratios on every level.
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+    # RPN.
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_thresh: float = 0.7
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_score_thresh: float = 0.0
+
+    # Box head (RoIAlign 7×7, two FC layers) and detection post-processing.
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+
+    # Binarisation threshold of the output masks (sigmoid probabilities), torchvision's 0.5.
+    mask_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 foreground class, got {self.num_classes}")
+        self.anchor_sizes = tuple(int(s) for s in self.anchor_sizes)
+        self.aspect_ratios = tuple(float(r) for r in self.aspect_ratios)
+        self.image_mean = tuple(self.image_mean)
+        self.image_std = tuple(self.image_std)
+        self.bbox_reg_weights = tuple(float(w) for w in self.bbox_reg_weights)
+        if len(self.anchor_sizes) != FPN_LEVELS:
+            raise ValueError(f"anchor_sizes needs one size per FPN level ({FPN_LEVELS}: P2..P6), "
+                             f"got {self.anchor_sizes}")
+        if len(self.bbox_reg_weights) != 4:
+            raise ValueError(f"bbox_reg_weights needs 4 values, got {self.bbox_reg_weights}")
+        if not 0.0 <= self.mask_threshold <= 1.0:
+            raise ValueError(f"mask_threshold must be in [0, 1], got {self.mask_threshold}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MaskRCNNConfig":
+        return dataclass_from_dict(cls, data)
