@@ -1,0 +1,200 @@
+"""Run every benchmark and write RESULTS.md, PNG plots and the raw JSON.
+
+    python benchmarks/run.py                      # full: about 45-60 min on a quiet 2-core CPU
+    python benchmarks/run.py --quick              # smoke: every section, under 10 min, numbers meaningless
+    python benchmarks/run.py --only latency,roi   # some sections (updates an existing results.json)
+    python benchmarks/run.py --only gpu --out /tmp/gpu            # on a GPU machine
+    python benchmarks/run.py --report-only --merge /tmp/gpu/results/results.json   # merge + re-render
+
+Writes ``OUT/RESULTS.md``, ``OUT/results/results.json`` and ``OUT/results/*.png`` (OUT defaults to
+this folder). Sections: latency, roi, throughput, accuracy, ablation, limit, gpu (see README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+from common import FULL, QUICK, Budget, log, machine_info  # noqa: E402
+
+#: CLI name -> results key, in run order (the training-heavy sections last).
+SECTIONS = {"latency": "latency", "roi": "roi_scaling", "limit": "limit", "throughput": "throughput",
+            "accuracy": "accuracy", "ablation": "ablation", "gpu": "gpu"}
+
+
+def jsonable(x: Any) -> Any:
+    """Strict JSON: tensors and numpy to Python, NaN/inf to None, paths and tuples handled."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return jsonable(x.tolist())
+    if hasattr(x, "item") and callable(x.item) and not isinstance(x, (str, bytes)):
+        try:
+            x = x.item()
+        except (TypeError, ValueError):
+            return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Path | None, strict: bool = False
+                 ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the named sections; returns ``(results by key, seconds per section)``."""
+    import accuracy
+    import gpu
+    import latency
+    import limit
+    import roi_scaling
+    import training
+
+    runner = accuracy.AccuracyRunner(budget, work, data_root)
+    funcs = {
+        "latency": lambda: latency.run(budget),
+        "roi": lambda: roi_scaling.run(budget),
+        "limit": lambda: limit.run(budget),
+        "throughput": lambda: training.run(budget),
+        "accuracy": lambda: accuracy.run_accuracy(runner, budget.datasets),
+        "ablation": lambda: accuracy.run_ablation(runner, budget.datasets),
+        "gpu": lambda: gpu.run(budget),
+    }
+    results, durations = {}, {}
+    try:
+        for name in [n for n in SECTIONS if n in names]:
+            log(f"section {name}: start")
+            start = time.perf_counter()
+            try:
+                results[SECTIONS[name]] = funcs[name]()
+            except Exception as e:  # noqa: BLE001 - one failed section must not lose the others
+                if strict:
+                    raise
+                traceback.print_exc()
+                results[SECTIONS[name]] = {"error": f"{type(e).__name__}: {e}"}
+            durations[name] = time.perf_counter() - start
+            log(f"section {name}: {durations[name]:.0f} s")
+    finally:
+        runner.cleanup()
+    return results, durations
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke budgets: every section, < 10 min")
+    parser.add_argument("--out", default=str(HERE), help="folder of RESULTS.md and results/ (default: benchmarks/)")
+    parser.add_argument("--only", default="", help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument("--merge", action="append", default=[], metavar="JSON",
+                        help="take the sections of another run's results.json (e.g. the GPU section)")
+    parser.add_argument("--report-only", action="store_true", help="measure nothing: re-render OUT's results.json")
+    parser.add_argument("--fresh", action="store_true", help="with --only: ignore an existing results.json")
+    parser.add_argument("--data", default=None, help="folder holding PennFudanPed/ (default: $FCIS_SHARED_DATA "
+                                                     "or ../shared/data)")
+    parser.add_argument("--work", default=None, help="scratch folder for datasets and checkpoints (default: a "
+                                                     "temporary folder, removed after)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a budget field (see benchmarks/common.py Budget), e.g. --set repeats=3")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads(N) for every section (default: torch's default, the core "
+                             "count); on a shared machine 1 can be much faster than 2 (OpenMP threads wait for "
+                             "each other when another process holds a core)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first failing section")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    json_path = out / "results" / "results.json"
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in given)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    budget = (QUICK if args.quick else FULL).with_overrides(args.set)
+
+    partial = bool(args.only) or args.report_only
+    results: dict[str, Any] = {}
+    if (partial and not args.fresh) and json_path.exists():
+        results = json.loads(json_path.read_text())
+    elif args.report_only:
+        parser.error(f"--report-only: no {json_path}")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        budget = budget.with_overrides([f"threads={args.threads}"])
+    if not args.report_only:
+        torch.set_flush_denormal(True)  # as fcis.engine.train does; only denormal floats are affected
+        started = dt.datetime.now().astimezone()
+        machine = machine_info()  # before the run: its load average is the one at the start
+        t0 = time.perf_counter()
+        tmp = None
+        if args.work:
+            work = Path(args.work)
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = work = Path(tempfile.mkdtemp(prefix="fcis-bench-"))
+        try:
+            measured, durations = run_sections(names, budget, work=work,
+                                               data_root=Path(args.data) if args.data else None, strict=args.strict)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finished = dt.datetime.now().astimezone()
+        try:
+            load_end = list(os.getloadavg())
+        except OSError:
+            load_end = None
+        run_meta = {"command": command, "mode": budget.name, "started": started.isoformat(timespec="seconds"),
+                    "finished": finished.isoformat(timespec="seconds"), "duration_s": time.perf_counter() - t0,
+                    "section_durations_s": durations, "sections": names, "budget": budget.__dict__,
+                    "load_average_at_end": load_end}
+        if results and partial:
+            for v in measured.values():
+                if isinstance(v, dict):
+                    v.setdefault("measured", {"command": command, "date": run_meta["started"],
+                                              "machine": machine})
+            results.setdefault("meta", {}).setdefault("updates", []).append(run_meta)
+        else:
+            results = {"meta": run_meta, "machine": machine}
+        results.update(measured)
+
+    for path in args.merge:
+        other = json.loads(Path(path).read_text())
+        for key in SECTIONS.values():
+            if key in other:
+                sec_ = other[key]
+                if isinstance(sec_, dict) and "machine" not in sec_ and "measured" not in sec_:
+                    sec_["measured"] = {"command": other.get("meta", {}).get("command"),
+                                        "date": other.get("meta", {}).get("started"), "machine": other.get("machine")}
+                results[key] = sec_
+        results.setdefault("meta", {}).setdefault("merged", []).append(str(path))
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(jsonable(results), indent=1) + "\n")
+    import report
+
+    md = report.write_report(jsonable(results), out)
+    log(f"wrote {md} and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

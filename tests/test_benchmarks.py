@@ -1,0 +1,121 @@
+"""Smoke test of the benchmark harness (benchmarks/run.py): every section at toy sizes (ResNet-18
+models, 64-128 px images, 1 repeat, 1 training iteration), the report with all its sections, the
+JSON and the plots. No timing is asserted."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+import gpu  # noqa: E402
+import run  # noqa: E402
+
+TINY = dataclasses.replace(
+    common.QUICK, repeats=1, warmup=0, num_classes=3,
+    latency_image=(96, 128), latency_min_size=96, latency_max_size=128,
+    latency_models=("fcis_resnet18", "maskrcnn_resnet18_fpn"),
+    roi_models=("fcis_resnet18", "maskrcnn_resnet18_fpn"), roi_counts=(4, 8), roi_repeats=1,
+    throughput_models=("fcis_resnet18", "maskrcnn_resnet18_fpn"), throughput_image=(64, 80), throughput_batch=1,
+    throughput_steps=1,
+    shapes_num_images=6, shapes_image=(64, 80), shapes_iterations=1, penn_iterations=1, shapes_val_limit=0,
+    warmup_iters=0, train_workers=0,
+    limit_models=("fcis_resnet18",), limit_image=(64, 80), matmul_sizes=(64,), detections=10, eval_detections=5,
+    gpu_model="fcis_resnet18", gpu_image=(64, 96), gpu_repeats=1, gpu_warmup=0, gpu_num_rois=4,
+    model_overrides={  # few proposals and sampled RoIs: the per-RoI heads dominate at toy sizes
+        "fcis_resnet18": {"rpn_post_nms_top_n_test": 30, "rpn_post_nms_top_n_train": 30, "ohem_rois": 16},
+        "maskrcnn_resnet18_fpn": {"rpn_pre_nms_top_n_test": 60, "rpn_post_nms_top_n_test": 30,
+                                  "rpn_pre_nms_top_n_train": 60, "rpn_post_nms_top_n_train": 30,
+                                  "box_batch_size_per_image": 16},
+        "instancefcn_resnet18": {"pre_nms_top_n": 30, "windows_per_image": 32},
+    },
+)
+
+SECTION_HEADINGS = ["## 1. Inference latency", "## 2. Per-RoI stage", "## 3. Training throughput",
+                    "## 4. Accuracy at equal training budget", "## 5. The paper's ablation", "## 6. The limit",
+                    "## 7. GPU"]
+
+
+@pytest.mark.slow
+def test_run_writes_report_with_every_section(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "QUICK", TINY)
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    try:  # one thread: on a shared CI machine two threads can be several times slower
+        assert run.main(["--quick", "--out", str(out), "--data", str(tmp_path / "no-data"), "--strict",
+                         "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+    results = json.loads((out / "results" / "results.json").read_text())
+    for key in ("latency", "roi_scaling", "throughput", "accuracy", "ablation", "limit", "gpu"):
+        assert key in results and "error" not in results[key], key
+    lat = results["latency"]["models"]
+    assert lat["fcis_resnet18"]["breakdown_matches_end_to_end"]
+    assert lat["maskrcnn_resnet18_fpn"]["breakdown_matches_end_to_end"]
+    shapes = results["accuracy"]["datasets"]["shapes"]["runs"]
+    assert "segm" in shapes["fcis"]["metrics"] and "voc" in shapes["fcis"]["metrics"]
+    assert "AR@100" in shapes["fcis"]["metrics"]["ar"]
+    assert results["accuracy"]["datasets"]["pennfudan"]["skipped"]
+    variants = results["ablation"]["datasets"]["shapes"]["variants"]
+    assert set(variants) == {"joint", "k1", "separate", "no_ohem", "no_voting"}
+    assert variants["joint"] == shapes["fcis"]  # trained once, shared by sections 4 and 5
+    assert results["throughput"]["models"]["fcis_resnet18"]["peak_rss_mib"] > 0
+
+    md = (out / "RESULTS.md").read_text()
+    assert "QUICK MODE" in md
+    for heading in SECTION_HEADINGS:
+        assert heading in md, heading
+    if not torch.cuda.is_available():
+        assert "No GPU was available to this run" in md
+    for png in ("latency_breakdown.png", "roi_scaling.png", "accuracy.png", "ablation.png"):
+        assert (out / "results" / png).stat().st_size > 0, png
+
+    # The GPU section's code path (run on the CPU here), merged into the report from its own JSON.
+    gpu_json = tmp_path / "gpu.json"
+    gpu_json.write_text(json.dumps(run.jsonable({"gpu": gpu.run(TINY, device="cpu")})))
+    assert run.main(["--out", str(out), "--report-only", "--merge", str(gpu_json)]) == 0
+    md = (out / "RESULTS.md").read_text()
+    assert "paper (K40" in md and "`ps_roi_assemble`" in md
+    assert "## 1. Inference latency" in md and "Not run in this run." not in md
+
+
+def test_budget_overrides_and_unknown_field():
+    b = common.FULL.with_overrides(["repeats=2", "roi_counts=[10, 20]", "clip_grad_norm=None"])
+    assert b.repeats == 2 and b.roi_counts == (10, 20) and b.clip_grad_norm is None
+    with pytest.raises(SystemExit):
+        common.FULL.with_overrides(["no_such_field=1"])
+
+
+def test_ablation_reading_from_numbers():
+    import report
+
+    def rec(a, b):
+        return {"metrics": {"voc": {"mAP@0.5": a / 100, "mAP@0.7": b / 100}}}
+
+    text = report.ablation_reading({"joint": rec(60, 50), "separate": rec(55, 45), "k1": rec(40, 30),
+                                    "no_ohem": rec(58, 49), "no_voting": rec(59, 47)}, "shapes")
+    assert "at IoU 0.5 it holds" in text and "at IoU 0.7 it holds" in text
+    text = report.ablation_reading({"joint": rec(50, 50), "separate": rec(55, 45), "k1": rec(40, 30)}, "shapes")
+    assert "at IoU 0.5 it does not hold" in text
+
+
+@pytest.mark.data
+def test_pennfudan_split_is_fixed(tmp_path, shared_data):
+    import accuracy
+
+    b = dataclasses.replace(common.QUICK, penn_val_limit=0)
+    first = accuracy.prepare_pennfudan(b, tmp_path / "a", shared_data)
+    if first is None:
+        pytest.skip("PennFudanPed not in the shared data")
+    assert first["info"]["train_images"] == 130 and first["info"]["held_out_images"] == 40
+    again = accuracy.prepare_pennfudan(b, tmp_path / "b", shared_data)
+    assert again["info"]["held_out_files"] == first["info"]["held_out_files"]
