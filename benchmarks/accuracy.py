@@ -291,7 +291,7 @@ class AccuracyRunner:
 
 def _settings(runner: AccuracyRunner) -> dict[str, Any]:
     b = runner.budget
-    return {"batch_size": b.batch_size, "lr": b.lr, "warmup_iters": b.warmup_iters, "lr_steps": list(b.lr_steps),
+    return {"batch_size": b.batch_size, "optimizer": b.optimizer, "lr": b.lr, "warmup_iters": b.warmup_iters, "lr_steps": list(b.lr_steps),
             "clip_grad_norm": b.clip_grad_norm, "momentum": 0.9, "weight_decay": 5e-4, "seed": b.seed,
             "workers": b.train_workers, "shapes_iterations": b.shapes_iterations,
             "penn_iterations": b.penn_iterations, "family_overrides": FAMILY_OVERRIDES}

@@ -210,7 +210,7 @@ def _accuracy(sec_: dict, plots: dict) -> str:
     s = sec_["settings"]
     fo = s["family_overrides"]
     out = [f"Trained from scratch (random backbones) through `fcis.engine.train` with one `TrainConfig` for "
-           f"every model: batch {s['batch_size']}, SGD lr {s['lr']} (momentum 0.9, weight decay 5e-4), "
+           f"every model: batch {s['batch_size']}, {_optimizer_text(s)}, "
            f"{s['warmup_iters']} warm-up iterations, ×0.1 at {', '.join(str(x) for x in s['lr_steps'])} of "
            f"the run, gradient norm clipped at {s['clip_grad_norm']}, seed {s['seed']}, same data order; "
            f"{s['shapes_iterations']} iterations on shapes, {s['penn_iterations']} on PennFudanPed. "
@@ -555,3 +555,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
     path = out_dir / "RESULTS.md"
     path.write_text(render(results, plots))
     return path
+
+
+def _optimizer_text(settings: dict) -> str:
+    """"AdamW lr 0.001 (weight decay 5e-4)" or "SGD lr 0.01 (momentum 0.9, weight decay 5e-4)"."""
+    if settings.get("optimizer", "sgd") == "adamw":
+        return f"AdamW lr {settings['lr']} (weight decay 5e-4)"
+    return f"SGD lr {settings['lr']} (momentum 0.9, weight decay 5e-4)"
