@@ -54,7 +54,7 @@ class DemoConfig:
 
 
 #: ``fcis demo --quick``: a smoke test of the whole pipeline in seconds; learns nothing.
-QUICK = DemoConfig(num_images=5, image_size=(64, 80), min_size=64, max_size=80,
+QUICK = DemoConfig(num_images=5, image_size=(64, 80), min_object_size=16, min_size=64, max_size=80,
                    model_overrides={"anchor_sizes": (16, 32, 64)},
                    iterations=2, batch_size=1, warmup_iters=0, checkpoint_every=0, log_every=1,
                    workers=0, num_overlays=1)
