@@ -24,52 +24,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from PIL import Image
 
 from fcis.engine.errors import InputError
+
+from .image_input import load_image_array
 
 __all__ = ["OnnxPredictor", "load_image_array", "preprocess", "postprocess", "nms", "batched_nms", "box_iou",
            "paste_masks_in_frame", "vote_in_frame"]
 
 FORMAT = "fcis-onnx"
-
-
-# --- input -----------------------------------------------------------------------------------------
-
-def load_image_array(x: Any) -> np.ndarray:
-    """``float32[3, H, W]`` in [0, 1], as :func:`fcis.inference.to_image_tensor`, from a path, a PIL
-    image, a numpy ``HxWx3`` (``HxW``, ``HxWx4``) array (uint8, or float in [0, 1]) or a ``3xHxW``
-    tensor (float in [0, 1], or uint8)."""
-    if isinstance(x, (str, os.PathLike)):
-        path = Path(x)
-        if not path.is_file():
-            raise InputError(f"{path}: image not found")
-        try:
-            with Image.open(path) as im:
-                return load_image_array(im.convert("RGB"))
-        except (OSError, Image.DecompressionBombError) as e:
-            raise InputError(f"{path}: cannot read image ({e})") from e
-    if isinstance(x, Image.Image):
-        x = np.asarray(x.convert("RGB"))
-    if isinstance(x, np.ndarray):
-        if x.ndim == 2:
-            x = np.repeat(x[:, :, None], 3, axis=2)
-        if x.ndim != 3 or x.shape[2] not in (3, 4):
-            raise InputError(f"a numpy image must be HxW, HxWx3 or HxWx4, got shape {x.shape}")
-        return _chw_float(np.ascontiguousarray(x[:, :, :3].transpose(2, 0, 1)))
-    if hasattr(x, "detach") and hasattr(x, "numpy"):          # a torch tensor, without importing torch
-        if x.ndim != 3 or x.shape[0] != 3:
-            raise InputError(f"an image tensor must be 3xHxW, got shape {tuple(x.shape)}")
-        return _chw_float(x.detach().cpu().numpy())
-    raise InputError(f"cannot use a {type(x).__name__} as an image (path, PIL image, numpy array or tensor)")
-
-
-def _chw_float(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / np.float32(255)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"an image must be float in [0, 1] or uint8, got {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _linear_indices(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

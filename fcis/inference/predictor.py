@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -15,6 +14,8 @@ from fcis.engine.amp import autocast, check_amp
 from fcis.engine.checkpoint import load_model, resolve_device
 from fcis.engine.errors import InputError
 
+from .image_input import load_image_array
+
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 __all__ = ["Predictor", "to_image_tensor"]
@@ -24,23 +25,6 @@ def to_image_tensor(x: ImageLike) -> torch.Tensor:
     """``float32[3, H, W]`` in [0, 1] from a file path, a PIL image, a numpy ``HxWx3`` (or
     ``HxW``/``HxWx4``) array (uint8, or float in [0, 1]) or a ``3xHxW`` tensor (float in [0, 1],
     or uint8)."""
-    if isinstance(x, (str, os.PathLike)):
-        path = Path(x)
-        if not path.is_file():
-            raise InputError(f"{path}: image not found")
-        try:
-            with Image.open(path) as im:
-                return to_image_tensor(im.convert("RGB"))
-        except (OSError, Image.DecompressionBombError) as e:
-            raise InputError(f"{path}: cannot read image ({e})") from e
-    if isinstance(x, Image.Image):
-        x = np.asarray(x.convert("RGB"))
-    if isinstance(x, np.ndarray):
-        if x.ndim == 2:
-            x = np.repeat(x[:, :, None], 3, axis=2)
-        if x.ndim != 3 or x.shape[2] not in (3, 4):
-            raise InputError(f"a numpy image must be HxW, HxWx3 or HxWx4, got shape {x.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(x[:, :, :3].transpose(2, 0, 1)))
     if isinstance(x, torch.Tensor):
         if x.ndim != 3 or x.shape[0] != 3:
             raise InputError(f"an image tensor must be 3xHxW, got shape {tuple(x.shape)}")
@@ -49,7 +33,7 @@ def to_image_tensor(x: ImageLike) -> torch.Tensor:
         if not x.is_floating_point():
             raise InputError(f"an image tensor must be float in [0, 1] or uint8, got {x.dtype}")
         return x.float()
-    raise InputError(f"cannot use a {type(x).__name__} as an image (path, PIL image, numpy array or tensor)")
+    return torch.from_numpy(load_image_array(x))
 
 
 class Predictor:

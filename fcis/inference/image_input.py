@@ -1,0 +1,51 @@
+"""Images from what users hold (a path, a PIL image, a NumPy array, a tensor) as ``float32[3, H, W]``
+in [0, 1] — NumPy only, so that the ONNX runner needs no PyTorch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fcis.engine.errors import InputError
+
+__all__ = ["load_image_array"]
+
+
+def load_image_array(x: Any) -> np.ndarray:
+    """``float32[3, H, W]`` in [0, 1], from a path, a PIL
+    image, a numpy ``HxWx3`` (``HxW``, ``HxWx4``) array (uint8, or float in [0, 1]) or a ``3xHxW``
+    tensor (float in [0, 1], or uint8)."""
+    if isinstance(x, (str, os.PathLike)):
+        path = Path(x)
+        if not path.is_file():
+            raise InputError(f"{path}: image not found")
+        try:
+            with Image.open(path) as im:
+                return load_image_array(im.convert("RGB"))
+        except (OSError, Image.DecompressionBombError) as e:
+            raise InputError(f"{path}: cannot read image ({e})") from e
+    if isinstance(x, Image.Image):
+        x = np.asarray(x.convert("RGB"))
+    if isinstance(x, np.ndarray):
+        if x.ndim == 2:
+            x = np.repeat(x[:, :, None], 3, axis=2)
+        if x.ndim != 3 or x.shape[2] not in (3, 4):
+            raise InputError(f"a numpy image must be HxW, HxWx3 or HxWx4, got shape {x.shape}")
+        return _chw_float(np.ascontiguousarray(x[:, :, :3].transpose(2, 0, 1)))
+    if hasattr(x, "detach") and hasattr(x, "numpy"):          # a torch tensor, without importing torch
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise InputError(f"an image tensor must be 3xHxW, got shape {tuple(x.shape)}")
+        return _chw_float(x.detach().cpu().numpy())
+    raise InputError(f"cannot use a {type(x).__name__} as an image (path, PIL image, numpy array or tensor)")
+
+
+def _chw_float(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"an image must be float in [0, 1] or uint8, got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
