@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from rle_helpers import uncompressed_rle
+from helpers import uncompressed_rle
 from fcis.data import CocoInstances, DataError, DataWarning, build_transforms, collate
 
 H, W = 20, 30

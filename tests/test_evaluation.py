@@ -12,7 +12,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from rle_helpers import uncompressed_rle
+from helpers import uncompressed_rle
 from fcis.evaluation import (
     evaluate_coco,
     evaluate_results,

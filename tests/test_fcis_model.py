@@ -9,16 +9,10 @@ from fcis.models.fcis.losses import select_hard, select_random
 from fcis.models.fcis.mask_voting import masks_to_boxes_or_keep, vote_masks
 from fcis.models.mask_paste import paste_masks_in_frame
 
+from helpers import box_target
+
 SMALL = dict(min_size=96, max_size=128, anchor_sizes=(16, 32, 64), rpn_pre_nms_top_n_test=500,
              rpn_post_nms_top_n_test=50, rpn_post_nms_top_n_train=50, ohem_rois=32)
-
-
-def _target(h, w, boxes, labels):
-    masks = torch.zeros(len(boxes), h, w, dtype=torch.uint8)
-    for m, (x1, y1, x2, y2) in zip(masks, boxes):
-        m[y1:y2, x1:x2] = 1
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.int64), "masks": masks}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +44,8 @@ def test_eval_output_contract(model):
 def test_losses_finite_and_zero_without_objects(model):
     model.train()
     images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]
-    with_objects = _target(96, 128, [[10, 10, 60, 50], [70, 40, 120, 90]], [1, 3])
-    empty = _target(96, 128, [], [])
+    with_objects = box_target(96, 128, [[10, 10, 60, 50], [70, 40, 120, 90]], [1, 3])
+    empty = box_target(96, 128, [], [])
     losses = model(images, [with_objects, empty])
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_mask", "loss_box_reg"}
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
@@ -78,7 +72,7 @@ def test_training_requires_targets(model):
 def test_variants_train_and_predict(overrides):
     m = fcis_resnet18(num_classes=2, **{**SMALL, **overrides})
     m.train()
-    losses = m([torch.rand(3, 96, 96)], [_target(96, 96, [[20, 20, 70, 80]], [2])])
+    losses = m([torch.rand(3, 96, 96)], [box_target(96, 96, [[20, 20, 70, 80]], [2])])
     assert all(torch.isfinite(v) for v in losses.values())
     m.eval()
     with torch.no_grad():

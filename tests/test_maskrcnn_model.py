@@ -8,18 +8,12 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from fcis.models import BUILDERS, MaskRCNN, MaskRCNNConfig, build_model, maskrcnn_resnet18_fpn
 
+from helpers import box_target
+
 SMALL = dict(min_size=64, max_size=128, anchor_sizes=(8, 16, 32, 64, 128), rpn_pre_nms_top_n_test=200,
              rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50,
              box_batch_size_per_image=64, box_detections_per_img=20)
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_mask", "loss_box_reg"}
-
-
-def _target(h, w, boxes, labels):
-    masks = torch.zeros(len(boxes), h, w, dtype=torch.uint8)
-    for m, (x1, y1, x2, y2) in zip(masks, boxes):
-        m[y1:y2, x1:x2] = 1
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.int64), "masks": masks}
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +60,8 @@ def test_blank_image_gives_valid_outputs(model):
 def test_losses_finite_with_and_without_objects(model):
     model.train()
     images = [torch.rand(3, 96, 128), torch.rand(3, 80, 100)]
-    with_objects = _target(96, 128, [[10, 10, 60, 50], [70, 40, 120, 90]], [1, 3])
-    empty = _target(80, 100, [], [])
+    with_objects = box_target(96, 128, [[10, 10, 60, 50], [70, 40, 120, 90]], [1, 3])
+    empty = box_target(80, 100, [], [])
     losses = model(images, [with_objects, empty])
     assert set(losses) == LOSS_KEYS
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backbone import BackboneWeights, ResNetC4C5, build_resnet
+from ..builder_config import builder_config
 from .config import FCISConfig
 from .model import FCIS
 
@@ -12,10 +13,8 @@ __all__ = ["fcis_resnet18", "fcis_resnet50", "fcis_resnet101"]
 
 
 def _fcis(depth: int, num_classes: int, weights_backbone: BackboneWeights, overrides: dict[str, Any]) -> FCIS:
-    if overrides.pop("depth", depth) != depth:
-        raise ValueError(f"this builder makes a ResNet-{depth} FCIS")
-    pretrained = overrides.pop("backbone_pretrained", False) or weights_backbone is not None
-    config = FCISConfig(num_classes=num_classes, depth=depth, backbone_pretrained=pretrained, **overrides)
+    config = builder_config(FCISConfig, "FCIS", depth, num_classes, weights_backbone, overrides)
+    pretrained = config.backbone_pretrained
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=config.dilate_conv5,
                        frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers)
     return FCIS(config, ResNetC4C5(net))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backbone import BackboneWeights, ResNetC4C5, build_resnet
+from ..builder_config import builder_config
 from .config import InstanceFCNConfig
 from .model import InstanceFCN
 
@@ -13,10 +14,8 @@ __all__ = ["instancefcn_resnet18", "instancefcn_resnet50"]
 
 def _instancefcn(depth: int, num_classes: int, weights_backbone: BackboneWeights,
                  overrides: dict[str, Any]) -> InstanceFCN:
-    if overrides.pop("depth", depth) != depth:
-        raise ValueError(f"this builder makes a ResNet-{depth} InstanceFCN")
-    pretrained = overrides.pop("backbone_pretrained", False) or weights_backbone is not None
-    config = InstanceFCNConfig(num_classes=num_classes, depth=depth, backbone_pretrained=pretrained, **overrides)
+    config = builder_config(InstanceFCNConfig, "InstanceFCN", depth, num_classes, weights_backbone, overrides)
+    pretrained = config.backbone_pretrained
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=True,
                        dilate_conv4=config.feature_stride == 8, frozen_bn=config.frozen_bn,
                        trainable_layers=config.trainable_layers)

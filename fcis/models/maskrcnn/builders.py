@@ -7,6 +7,7 @@ from typing import Any
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 
 from ..backbone import BackboneWeights, build_resnet
+from ..builder_config import builder_config
 from .config import MaskRCNNConfig
 from .model import MaskRCNN
 
@@ -15,10 +16,8 @@ __all__ = ["maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101
 
 def _maskrcnn(depth: int, num_classes: int, weights_backbone: BackboneWeights,
               overrides: dict[str, Any]) -> MaskRCNN:
-    if overrides.pop("depth", depth) != depth:
-        raise ValueError(f"this builder makes a ResNet-{depth} Mask R-CNN")
-    pretrained = overrides.pop("backbone_pretrained", False) or weights_backbone is not None
-    config = MaskRCNNConfig(num_classes=num_classes, depth=depth, backbone_pretrained=pretrained, **overrides)
+    config = builder_config(MaskRCNNConfig, "Mask R-CNN", depth, num_classes, weights_backbone, overrides)
+    pretrained = config.backbone_pretrained
     # As torchvision's maskrcnn_resnet50_fpn: FrozenBatchNorm and `trainable_layers` stages with
     # ImageNet weights; plain BatchNorm and all 5 stages trainable for a random backbone.
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=False,
