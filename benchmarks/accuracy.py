@@ -10,7 +10,7 @@ median time of ``model([image])`` during the evaluation (batch 1, masks pasted a
 
 Datasets:
 - shapes: ``fcis.data.make_shapes`` with the demo's settings (256×320 images, <= 4 objects of
-  24 px to 45% of the short side, 20% held out).
+  32 px to 45% of the short side, 20% held out).
 - PennFudanPed: converted with ``fcis.data.convert.convert_instance_masks`` and split once into a
   fixed 130/40 train/held-out split: images sorted by file name, shuffled by ``random.Random(0)``;
   the held-out names are recorded in the JSON. Images are resized by the models to short side 320
@@ -67,7 +67,7 @@ ABLATION_RUNS = {"joint": "fcis", "k1": "fcis_k1", "separate": "fcis_separate", 
 #: Per dataset and model family: the anchors (and proposal counts) chosen for the objects' sizes.
 FAMILY_OVERRIDES = {
     "shapes": {
-        # objects of 24..115 px in 256×320 images (as the demo)
+        # objects of 32..115 px in 256×320 images (as the demo)
         "fcis": {"anchor_sizes": (16, 32, 64, 128), "rpn_pre_nms_top_n_test": 1000},
         # one size per FPN level P2..P6: torchvision's (32..512) halved; 128 sampled RoIs per
         # image as FCIS's OHEM keeps 128 (and Detectron2's small-dataset setting), not 512
@@ -111,7 +111,7 @@ def prepare_shapes(budget: Budget, work: Path) -> dict[str, Any]:
     from fcis.data import make_shapes
 
     paths = make_shapes(work / "shapes", num_images=budget.shapes_num_images, seed=budget.seed,
-                        image_size=budget.shapes_image)
+                        image_size=budget.shapes_image, min_object_size=budget.shapes_min_object_size)
     val = paths["val"]
     if budget.shapes_val_limit:
         val = _subset(val, work / "shapes" / "val_subset.json", limit=budget.shapes_val_limit)
@@ -119,6 +119,7 @@ def prepare_shapes(budget: Budget, work: Path) -> dict[str, Any]:
     return {"train": paths["train"], "val": val, "min_size": min(budget.shapes_image),
             "max_size": max(budget.shapes_image),
             "info": {"images": budget.shapes_num_images, "image_size": list(budget.shapes_image),
+                     "min_object_size": budget.shapes_min_object_size,
                      "seed": budget.seed, "train_images": len(train_data["images"]),
                      "val_images": len(val_data["images"]), "val_instances": len(val_data["annotations"]),
                      "classes": [c["name"] for c in train_data["categories"]]}}
@@ -207,6 +208,11 @@ class AccuracyRunner:
         self.data_root = Path(data_root) if data_root is not None else default_data_root()
         self._data: dict[str, Any] = {}
         self._runs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def has_data(self, name: str) -> bool:
+        """Whether dataset ``name`` can be prepared (shapes always; PennFudanPed when its folder exists)."""
+        src = self.data_root / "PennFudanPed"
+        return name == "shapes" or ((src / "PNGImages").is_dir() and (src / "PedMasks").is_dir())
 
     def dataset(self, name: str) -> dict[str, Any] | None:
         if name not in self._data:

@@ -53,6 +53,7 @@ class Budget:
     datasets: tuple[str, ...] = ("shapes", "pennfudan")
     shapes_num_images: int = 300
     shapes_image: tuple[int, int] = (256, 320)
+    shapes_min_object_size: int = 32  # as the demo: objects of 32 px .. 45% of the short side
     shapes_iterations: int = 400
     penn_iterations: int = 200
     penn_min_size: int = 320
@@ -70,6 +71,10 @@ class Budget:
     eval_detections: int = 0          # detections kept per image at evaluation (0: each model's 100)
     train_workers: int = 1
     seed: int = 0
+    # With both datasets present, train them side by side: one process per dataset with this many
+    # torch threads each (on 2 cores, two 1-thread processes do ~1.6× the work of one 2-thread one).
+    parallel_datasets: bool = True
+    parallel_threads: int = 1
     # 6. the limit: backbone FLOP/s beside the matmul peak
     limit_models: tuple[str, ...] = ("fcis_resnet50", "fcis_resnet101", "maskrcnn_resnet50_fpn")
     limit_image: tuple[int, int] = (600, 800)
@@ -84,6 +89,21 @@ class Budget:
     # in the real runs; the tests use it to shrink proposal counts).
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: int = 0                  # torch threads (0: torch's default); also in the subprocesses
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Budget":
+        """Inverse of ``to_dict`` after a JSON round trip (lists back to tuples)."""
+        def tuples(x: Any) -> Any:
+            if isinstance(x, list):
+                return tuple(tuples(v) for v in x)
+            if isinstance(x, dict):
+                return {k: tuples(v) for k, v in x.items()}
+            return x
+
+        return cls(**{k: tuples(v) for k, v in data.items()})
 
     def with_overrides(self, assignments: list[str]) -> "Budget":
         """``["key=value", ...]`` (values as Python literals) applied on a copy."""

@@ -206,6 +206,16 @@ def _metric_row(key: str, r: dict, fcis: dict, num_classes: int) -> list[str]:
             pct(voc.get("mAP@0.7")), pct(ar.get("AR@100")), num((r.get("final_losses") or {}).get("loss"), 3)]
 
 
+def _parallel_text(settings: dict) -> str:
+    par = settings.get("parallel")
+    if not par:
+        return ""
+    return (f" The datasets ({', '.join(par['datasets'])}) were trained side by side, one process each with "
+            f"{par['torch_threads_each']} torch thread(s): every time in this section and the next is a "
+            f"{par['torch_threads_each']}-thread time with the other process on the other core, so compare "
+            f"times within a dataset, not with sections 1-3.")
+
+
 def _accuracy(sec_: dict, plots: dict) -> str:
     s = sec_["settings"]
     fo = s["family_overrides"]
@@ -224,7 +234,8 @@ def _accuracy(sec_: dict, plots: dict) -> str:
            f"Metrics ×100 on the held-out images: COCO mask AP, the paper's VOC mAP^r at IoU 0.5 "
            f"and 0.7, class-agnostic mask AR@100 (InstanceFCN's metric, given for all). Train time: the "
            f"training loop's wall time; inference: median `model([image])` time per image during the "
-           f"evaluation (masks pasted at full size). Ratios are to FCIS on the same data.", ""]
+           f"evaluation (masks pasted at full size). Ratios are to FCIS on the same data."
+           + _parallel_text(s), ""]
     header = ["model", "train s/iter", "× FCIS", "train total (s)", "inference ms/image", "× FCIS", "mask AP",
               "AP50", "AP75", "mAP^r@0.5", "mAP^r@0.7", "AR@100", "final loss"]
     for ds, d in sec_["datasets"].items():
@@ -438,7 +449,7 @@ def make_plots(results: dict, folder: Path) -> dict[str, str]:
         ax.legend(fontsize=8)
         save(fig, "roi", "roi_scaling.png")
     acc = results.get("accuracy")
-    if acc:
+    if acc and "datasets" in acc:
         dsets = [(ds, d) for ds, d in acc["datasets"].items() if not d.get("skipped")]
         if dsets:
             fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)
@@ -474,7 +485,7 @@ def make_plots(results: dict, folder: Path) -> dict[str, str]:
                 ax.legend(fontsize=8)
             save(fig, "losses", "training_losses.png")
     abl = results.get("ablation")
-    if abl:
+    if abl and "datasets" in abl:
         dsets = [(ds, d) for ds, d in abl["datasets"].items() if not d.get("skipped")]
         if dsets:
             fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)

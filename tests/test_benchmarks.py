@@ -26,7 +26,7 @@ TINY = dataclasses.replace(
     roi_models=("fcis_resnet18", "maskrcnn_resnet18_fpn"), roi_counts=(4, 8), roi_repeats=1,
     throughput_models=("fcis_resnet18", "maskrcnn_resnet18_fpn"), throughput_image=(64, 80), throughput_batch=1,
     throughput_steps=1,
-    shapes_num_images=6, shapes_image=(64, 80), shapes_iterations=1, penn_iterations=1, shapes_val_limit=0,
+    shapes_num_images=6, shapes_image=(64, 80), shapes_min_object_size=16, shapes_iterations=1, penn_iterations=1, shapes_val_limit=0,
     warmup_iters=0, train_workers=0,
     limit_models=("fcis_resnet18",), limit_image=(64, 80), matmul_sizes=(64,), detections=10, eval_detections=5,
     gpu_model="fcis_resnet18", gpu_image=(64, 96), gpu_repeats=1, gpu_warmup=0, gpu_num_rois=4,
@@ -119,3 +119,55 @@ def test_pennfudan_split_is_fixed(tmp_path, shared_data):
     assert first["info"]["train_images"] == 130 and first["info"]["held_out_images"] == 40
     again = accuracy.prepare_pennfudan(b, tmp_path / "b", shared_data)
     assert again["info"]["held_out_files"] == first["info"]["held_out_files"]
+
+
+def test_budget_json_round_trip():
+    b = TINY.with_overrides(["datasets=('shapes',)"])
+    again = common.Budget.from_dict(json.loads(json.dumps(b.to_dict())))
+    assert again == b
+    assert again.model_overrides["fcis_resnet18"]["ohem_rois"] == 16
+
+
+def _fake_pennfudan(root: Path, n: int = 6) -> Path:
+    """A PennFudanPed-shaped folder: n 64×80 images with two rectangular 'pedestrians' each."""
+    from PIL import Image
+    import numpy as np
+
+    src = root / "PennFudanPed"
+    (src / "PNGImages").mkdir(parents=True)
+    (src / "PedMasks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        image = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
+        mask = np.zeros((64, 80), dtype=np.uint8)
+        mask[8:50, 6:26] = 1
+        mask[12:60, 40:62] = 2
+        image[mask > 0] = 200
+        Image.fromarray(image).save(src / "PNGImages" / f"Ped{i:05d}.png")
+        Image.fromarray(mask).save(src / "PedMasks" / f"Ped{i:05d}_mask.png")
+    return root
+
+
+@pytest.mark.slow
+def test_datasets_train_side_by_side(tmp_path):
+    """With both datasets present, sections 4 and 5 run in one worker process per dataset and
+    their results are merged as if run in this process."""
+    data_root = _fake_pennfudan(tmp_path / "data")
+    budget = dataclasses.replace(TINY, penn_train=4, penn_min_size=64, penn_max_size=80)
+    results, durations = run.run_sections(["accuracy", "ablation"], budget, work=tmp_path / "work",
+                                          data_root=data_root, strict=True)
+    assert set(durations) == {"accuracy+ablation"}
+    for key in ("accuracy", "ablation"):
+        sec = results[key]
+        assert set(sec["datasets"]) == {"shapes", "pennfudan"}, sec
+        assert sec["settings"]["parallel"] == {"processes": 2, "torch_threads_each": 1,
+                                               "datasets": ["shapes", "pennfudan"]}
+    penn = results["accuracy"]["datasets"]["pennfudan"]
+    assert penn["info"]["train_images"] == 4 and penn["info"]["held_out_images"] == 2
+    for ds in ("shapes", "pennfudan"):
+        runs = results["accuracy"]["datasets"][ds]["runs"]
+        assert {"fcis", "maskrcnn", "instancefcn"} <= set(runs)
+        assert all("segm" in r["metrics"] for r in runs.values()), ds
+        variants = results["ablation"]["datasets"][ds]["variants"]
+        assert set(variants) == {"joint", "k1", "separate", "no_ohem", "no_voting"}
+        assert variants["joint"]["metrics"] == runs["fcis"]["metrics"]
