@@ -392,6 +392,79 @@ def _gpu(sec_: dict | None) -> str:
 
 # --- plots ---------------------------------------------------------------------------------------
 
+def _range(values: list[float], fmt: str = "{:.1f}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def _faster(r: float) -> str:
+    """'1.13× the time (slower)' style wording of a time ratio FCIS / peer."""
+    return f"{r:.2f}× the time ({'faster' if r < 1 else 'slower'})"
+
+
+def summary(results: dict) -> list[str]:
+    """Bullets of the headline figures, generated from the sections present: where FCIS wins and
+    where it loses in this run."""
+    out = []
+    lat = results.get("latency") or {}
+    models = lat.get("models") or {}
+    peer = lat.get("peer")
+    rows = [(name, m.get("ratio_over_peer")) for name, m in models.items() if name != peer and _ok(m.get("ratio_over_peer"))]
+    if rows:
+        out.append(f"**Inference (CPU, batch 1, {lat['image'][0]}×{lat['image'][1]}, 100 detections, masks pasted):** "
+                   + "; ".join(f"`{n}` {_faster(r)} of `{peer}`" for n, r in rows) + ".")
+    roi = results.get("roi_scaling") or {}
+    if roi.get("fcis") and (roi.get("maskrcnn") or {}).get("available"):
+        counts = [str(c) for c in roi["counts"]]
+        f = [1000 * roi["fcis"]["median_s"][c] / int(c) for c in counts]
+        m = [1000 * roi["maskrcnn"]["total_median_s"][c] / int(c) for c in counts]
+        box = [roi["ratio_maskrcnn_box_over_fcis"][c] for c in counts]
+        out.append(f"**Per RoI** ({counts[0]}-{counts[-1]} RoIs): FCIS's assembling + scoring {_range(f, '{:.2f}')} ms "
+                   f"against {_range(m, '{:.2f}')} ms for Mask R-CNN's box + mask heads, "
+                   f"{_range([b / a for a, b in zip(f, m)])}× cheaper; Mask R-CNN's box head alone costs "
+                   f"{_range(box, '{:.2f}')}× FCIS's stage, and at inference its mask head sees only the detections.")
+    thr = results.get("throughput") or {}
+    if _ok(thr.get("ratio_images_per_s_fcis_over_maskrcnn")):
+        out.append(f"**Training** (batch {thr['batch']}, {thr['image'][0]}×{thr['image'][1]}): `{thr['fcis']}` "
+                   f"{thr['ratio_images_per_s_fcis_over_maskrcnn']:.2f}× the images/s of `{thr['peer']}`, "
+                   f"{thr['ratio_peak_growth_fcis_over_maskrcnn']:.2f}× its peak memory growth.")
+    acc = (results.get("accuracy") or {}).get("datasets") or {}
+    for ds, d in acc.items():
+        runs = d.get("runs") or {}
+        fcis, mrcnn, ifcn = (runs.get(k) or {} for k in ("fcis", "maskrcnn", "instancefcn"))
+        if not (fcis.get("metrics") and mrcnn.get("metrics")):
+            continue
+        ap = lambda r: 100 * r["metrics"]["segm"]["AP"]  # noqa: E731
+        voc = lambda r: 100 * r["metrics"]["voc"]["mAP@0.5"]  # noqa: E731
+        text = (f"**Accuracy at equal budget, {'shapes' if ds == 'shapes' else 'PennFudanPed'}** "
+                f"({d['iterations']} iterations): mask AP FCIS {ap(fcis):.1f} vs Mask R-CNN {ap(mrcnn):.1f}, "
+                f"mAP^r@0.5 {voc(fcis):.1f} vs {voc(mrcnn):.1f}")
+        if ifcn.get("metrics"):
+            text += f"; InstanceFCN's class-agnostic mask AR@100 {100 * ifcn['metrics']['ar']['AR@100']:.1f}"
+        if _ok(fcis.get("train_s_per_iter")) and _ok(mrcnn.get("train_s_per_iter")):
+            text += (f"; a Mask R-CNN training iteration took {mrcnn['train_s_per_iter'] / fcis['train_s_per_iter']:.2f}× "
+                     f"FCIS's")
+        out.append(text + ".")
+    abl = (results.get("ablation") or {}).get("datasets") or {}
+    for ds, d in abl.items():
+        v = d.get("variants") or {}
+        pairs = [voc_pair(v.get(k) or {}) for k in ("joint", "separate", "k1")]
+        if all(p[0] is not None for p in pairs):
+            holds = pairs[0][0] > pairs[1][0] > pairs[2][0]
+            out.append(f"**Ablation, {'shapes' if ds == 'shapes' else 'PennFudanPed'}:** the paper's joint > separate > "
+                       f"k=1 {'holds' if holds else 'does not hold'} at mAP^r@0.5 (joint {pairs[0][0]:.1f}, separate "
+                       f"{pairs[1][0]:.1f}, k=1 {pairs[2][0]:.1f}; paper 65.7, 63.9, 52.5).")
+    lim = results.get("limit") or {}
+    fr = [(n, m["fraction_of_matmul_peak"]) for n, m in (lim.get("models") or {}).items() if _ok(m.get("fraction_of_matmul_peak"))]
+    if fr:
+        out.append(f"**The limit:** the backbones run at " + ", ".join(f"{100 * x:.0f}% (`{n}`)" for n, x in fr)
+                   + f" of the measured {lim['matmul_peak_gflops_per_s']:.0f} GFLOP/s matmul peak.")
+    gpu = results.get("gpu") or {}
+    if gpu and not gpu.get("available", True):
+        out.append("**GPU:** none was available to this run; no GPU figure is given.")
+    return out
+
+
 def make_plots(results: dict, folder: Path) -> dict[str, str]:
     """PNG plots (matplotlib, Agg) into ``folder``; returns ``{key: path relative to the report}``."""
     try:
@@ -542,6 +615,10 @@ def render(results: dict, plots: dict[str, str]) -> str:
     if meta.get("section_durations_s"):
         lines.append("- Section times: " + ", ".join(f"{k} {v / 60:.1f} min"
                                                     for k, v in meta["section_durations_s"].items()))
+    bullets = summary(results)
+    if bullets:
+        lines += ["", "## Summary", "", "Generated from the tables below" + (" (smoke numbers)" if quick else "")
+                  + ": where FCIS wins and where it loses in this run.", ""] + [f"- {b}" for b in bullets]
     for key, title in SECTION_TITLES.items():
         lines += ["", f"## {title}", ""]
         sec_ = results.get(key)

@@ -72,6 +72,7 @@ def test_run_writes_report_with_every_section(tmp_path, monkeypatch):
 
     md = (out / "RESULTS.md").read_text()
     assert "QUICK MODE" in md
+    assert "## Summary" in md and "**Per RoI**" in md and "**Accuracy at equal budget, shapes**" in md
     for heading in SECTION_HEADINGS:
         assert heading in md, heading
     if not torch.cuda.is_available():
