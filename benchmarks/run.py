@@ -81,25 +81,25 @@ def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Pat
         "gpu": lambda: gpu.run(budget),
     }
     results, durations = {}, {}
-    training = [n for n in ("accuracy", "ablation") if n in names]
-    parallel = accuracy_parallel.should_run_parallel(budget, runner) if training else []
+    trained = [n for n in ("accuracy", "ablation") if n in names]
+    parallel = accuracy_parallel.should_run_parallel(budget, runner) if trained else []
     try:
         for name in [n for n in SECTIONS if n in names]:
-            if name in training and parallel:
-                if name != training[0]:
+            if name in trained and parallel:
+                if name != trained[0]:
                     continue  # ran with the first
-                log(f"sections {', '.join(training)}: start, datasets {', '.join(parallel)} side by side")
+                log(f"sections {', '.join(trained)}: start, datasets {', '.join(parallel)} side by side")
                 start = time.perf_counter()
                 try:
-                    merged = accuracy_parallel.run(budget, training, parallel, work, data_root)
-                    results.update({SECTIONS[n]: merged[n] for n in training})
+                    merged = accuracy_parallel.run(budget, trained, parallel, work, data_root)
+                    results.update({SECTIONS[n]: merged[n] for n in trained})
                 except Exception as e:  # noqa: BLE001
                     if strict:
                         raise
                     traceback.print_exc()
-                    results.update({SECTIONS[n]: {"error": f"{type(e).__name__}: {e}"} for n in training})
-                durations["+".join(training)] = time.perf_counter() - start
-                log(f"sections {', '.join(training)}: {durations['+'.join(training)]:.0f} s")
+                    results.update({SECTIONS[n]: {"error": f"{type(e).__name__}: {e}"} for n in trained})
+                durations["+".join(trained)] = time.perf_counter() - start
+                log(f"sections {', '.join(trained)}: {durations['+'.join(trained)]:.0f} s")
                 continue
             log(f"section {name}: start")
             start = time.perf_counter()
