@@ -177,6 +177,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def other_cpu_use(seconds: float = 3.0) -> float | None:
+    """Fraction of the machine's CPU time spent busy over ``seconds`` while this process sleeps:
+    the load from other processes just before a run. (The load average is a poorer guide: it
+    lags by minutes, and at the end of a run it counts the run's own worker processes.)"""
+    def busy_total() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+        return sum(fields) - idle, sum(fields)
+    try:
+        b0, t0 = busy_total()
+        time.sleep(seconds)
+        b1, t1 = busy_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (b1 - b0) / (t1 - t0) if t1 > t0 else None
+
+
 def machine_info() -> dict[str, Any]:
     import torchvision
 
@@ -192,6 +209,9 @@ def machine_info() -> dict[str, Any]:
         info["load_average_at_start"] = list(os.getloadavg())
     except OSError:
         pass
+    busy = other_cpu_use()
+    if busy is not None:
+        info["cpu_busy_before_start"] = busy
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -457,7 +457,7 @@ def summary(results: dict) -> list[str]:
     lim = results.get("limit") or {}
     fr = [(n, m["fraction_of_matmul_peak"]) for n, m in (lim.get("models") or {}).items() if _ok(m.get("fraction_of_matmul_peak"))]
     if fr:
-        out.append(f"**The limit:** the backbones run at " + ", ".join(f"{100 * x:.0f}% (`{n}`)" for n, x in fr)
+        out.append("**The limit:** the backbones run at " + ", ".join(f"{100 * x:.0f}% (`{n}`)" for n, x in fr)
                    + f" of the measured {lim['matmul_peak_gflops_per_s']:.0f} GFLOP/s matmul peak.")
     gpu = results.get("gpu") or {}
     if gpu and not gpu.get("available", True):
@@ -597,19 +597,25 @@ def render(results: dict, plots: dict[str, str]) -> str:
         f"torch threads: {mach.get('torch_threads', '?')}"
         + (f"; load average at start {', '.join(f'{x:.2f}' for x in mach['load_average_at_start'])}"
            if mach.get("load_average_at_start") else ""),
-        f"- Method: every timing is the median of repeated runs after a warm-up; every ratio compares two "
-        f"figures measured in the same run. Raw numbers: `results/results.json`.",
+        "- Method: every timing is the median of repeated runs after a warm-up; every ratio compares two "
+        "figures measured in the same run. Raw numbers: `results/results.json`.",
     ]
     load = mach.get("load_average_at_start")
     cpus = mach.get("usable_cpus") or mach.get("logical_cpus") or 1
-    busy = [x for x in (load[0] if load else None, (meta.get("load_average_at_end") or [None])[0]) if _ok(x)]
-    if busy and max(busy) > 0.5 * cpus:
-        lines.append(f"- **The machine was busy** (1-minute load average {', '.join(f'{x:.1f}' for x in busy)} at "
-                     f"start/end on {cpus} CPUs, other processes included): the absolute timings of this run are not "
-                     f"representative; ratios suffer less"
-                     + (" (with several torch threads on shared cores a step can be several times slower: OpenMP "
-                        "threads wait for a descheduled peer; `--threads 1` helps there)."
-                        if (mach.get("torch_threads") or 1) > 1 else "."))
+    threads_note = (" (with several torch threads on shared cores a step can be several times slower: OpenMP "
+                    "threads wait for a descheduled peer; `--threads 1` helps there)."
+                    if (mach.get("torch_threads") or 1) > 1 else ".")
+    other = mach.get("cpu_busy_before_start")
+    if _ok(other):
+        lines.append(f"- Other processes' CPU use in the 3 s before the run: {100 * other:.0f}% of the CPUs"
+                     + (" — **the machine was busy**: the absolute timings of this run are not representative; "
+                        "ratios suffer less" + threads_note if other > 0.25 else " (a quiet machine)."))
+    else:  # runs recorded before that measurement: the load averages
+        busy = [x for x in (load[0] if load else None, (meta.get("load_average_at_end") or [None])[0]) if _ok(x)]
+        if busy and max(busy) > 0.5 * cpus:
+            lines.append(f"- **The machine was busy** (1-minute load average {', '.join(f'{x:.1f}' for x in busy)} at "
+                         f"start/end on {cpus} CPUs, other processes included): the absolute timings of this run are "
+                         f"not representative; ratios suffer less" + threads_note)
     if meta.get("merged"):
         lines.append(f"- Merged from other runs: {', '.join(meta['merged'])}")
     if meta.get("section_durations_s"):
