@@ -27,8 +27,8 @@ COCO_CLASSES = 80
 
 @dataclass
 class Budget:
-    """Every size, count and budget of a run. ``FULL`` is sized for about 45-60 minutes on a quiet
-    2-core CPU; ``QUICK`` for under 10 minutes (its numbers are smoke, not results)."""
+    """Every size, count and budget of a run. ``FULL`` took 83 minutes on the quiet
+    2-core CPU (2026-11-21); ``QUICK`` is sized for under 10 minutes (smoke numbers, not results)."""
 
     name: str = "full"
     repeats: int = 5                  # timed repeats per figure (median reported)

@@ -578,7 +578,7 @@ def make_plots(results: dict, folder: Path) -> dict[str, str]:
 
 # --- the whole report ----------------------------------------------------------------------------
 
-def render(results: dict, plots: dict[str, str]) -> str:
+def render(results: dict, plots: dict[str, str], reading: list[str] | None = None) -> str:
     meta, mach = results.get("meta", {}), results.get("machine", {})
     quick = meta.get("mode") == "quick"
     lines = ["# Benchmarks: results", ""]
@@ -625,6 +625,7 @@ def render(results: dict, plots: dict[str, str]) -> str:
     if bullets:
         lines += ["", "## Summary", "", "Generated from the tables below" + (" (smoke numbers)" if quick else "")
                   + ": where FCIS wins and where it loses in this run.", ""] + [f"- {b}" for b in bullets]
+    lines += reading or []
     for key, title in SECTION_TITLES.items():
         lines += ["", f"## {title}", ""]
         sec_ = results.get(key)
@@ -643,11 +644,26 @@ def render(results: dict, plots: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hand_reading(results: dict, folder: Path) -> list[str]:
+    """``folder/READING.md``, the reading written by hand for one run, when it names this run's
+    start (its first line ``<!-- run: STARTED -->``); otherwise a line saying it is for another run."""
+    path = Path(folder) / "READING.md"
+    if not path.exists():
+        return []
+    text = path.read_text().strip().splitlines()
+    started = (results.get("meta") or {}).get("started")
+    head = text[0].strip() if text else ""
+    if not started or head != f"<!-- run: {started} -->":
+        return ["", "## Reading", "", f"`READING.md` was written for another run ({head or 'no run named'}); "
+                "read the summary and the tables of this one instead."]
+    return ["", "## Reading (written by hand for this run)", ""] + text[1:]
+
+
 def write_report(results: dict, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     plots = make_plots(results, out_dir / "results")
     path = out_dir / "RESULTS.md"
-    path.write_text(render(results, plots))
+    path.write_text(render(results, plots, reading=hand_reading(results, out_dir)))
     return path
 
 

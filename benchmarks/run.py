@@ -1,6 +1,6 @@
 """Run every benchmark and write RESULTS.md, PNG plots and the raw JSON.
 
-    python benchmarks/run.py                      # full: about 45-60 min on a quiet 2-core CPU
+    python benchmarks/run.py                      # full: 83 min measured on the quiet 2-core CPU
     python benchmarks/run.py --quick              # smoke: every section, under 10 min, numbers meaningless
     python benchmarks/run.py --only latency,roi   # some sections (updates an existing results.json)
     python benchmarks/run.py --only gpu --out /tmp/gpu            # on a GPU machine

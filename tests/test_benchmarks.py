@@ -172,3 +172,14 @@ def test_datasets_train_side_by_side(tmp_path):
         variants = results["ablation"]["datasets"][ds]["variants"]
         assert set(variants) == {"joint", "k1", "separate", "no_ohem", "no_voting"}
         assert variants["joint"]["metrics"] == runs["fcis"]["metrics"]
+
+
+def test_hand_reading_shown_only_for_its_run(tmp_path):
+    import report
+
+    results = {"meta": {"started": "2026-01-02T03:04:05+00:00"}}
+    assert report.hand_reading(results, tmp_path) == []  # no READING.md
+    (tmp_path / "READING.md").write_text("<!-- run: 2026-01-02T03:04:05+00:00 -->\nFCIS wins here.\n")
+    assert "FCIS wins here." in report.hand_reading(results, tmp_path)
+    other = report.hand_reading({"meta": {"started": "2027-01-01T00:00:00+00:00"}}, tmp_path)
+    assert "FCIS wins here." not in other and "written for another run" in " ".join(other)
