@@ -1,7 +1,7 @@
 """Mixed precision speed (issue 6): fp32 beside AMP for fcis_resnet50 at 600x1000 on CUDA.
 
 One training step (forward under autocast, backward, SGD step; fp16 with a GradScaler, through
-``fcis.engine.trainer.train_step``, the code the trainer runs) and one inference, each timed as
+``fcis.engine.step.train_step``, the code the trainer runs) and one inference, each timed as
 the median of ``--repeats`` runs after ``--warmup`` runs, in fp32 and under AMP in the same
 process, with the ratio fp32 / AMP (above 1: AMP is faster) and the peak memory of each.
 Random weights, one 600x1000 image with three objects, 81 classes (COCO).
@@ -23,7 +23,7 @@ import time
 import torch
 
 from fcis.engine.amp import autocast, check_amp, make_grad_scaler
-from fcis.engine.trainer import train_step
+from fcis.engine.step import train_step
 from fcis.models import fcis_resnet50
 
 HEIGHT, WIDTH = 600, 1000

@@ -23,7 +23,7 @@ from PIL import Image
 from fcis.engine import TrainConfig, load_checkpoint, train
 from fcis.engine import distributed as dist_utils
 from fcis.engine.data import ResumableBatchSampler, epoch_batches, shard_batch
-from fcis.engine.trainer import _seed_everything
+from fcis.engine.resume import seed_everything as _seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,15 +29,14 @@ scores the gathered results. Without torchrun's variables nothing of this happen
 Mixed precision (``cfg.amp``): the forward runs under ``torch.autocast`` (``cfg.amp_dtype``);
 float16 scales the loss with a ``GradScaler`` whose state is saved under ``"scaler"`` and
 restored on resume (see :mod:`fcis.engine.amp`).
+
+This module holds the loop; one step and the optimizer are in :mod:`fcis.engine.step`, seeding
+and the resume checks in :mod:`fcis.engine.resume`, the log files in :mod:`fcis.engine.run_log`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
-import random
 import time
 import warnings
 from collections import defaultdict
@@ -49,20 +48,17 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as dist_utils
-from .amp import autocast, check_amp, make_grad_scaler
-from .checkpoint import get_rng_state, load_checkpoint, resolve_device, save_checkpoint, set_rng_state
+from .amp import check_amp, make_grad_scaler
+from .checkpoint import get_rng_state, load_checkpoint, resolve_device, save_checkpoint
 from .config import TrainConfig
 from .data import TrainStream
 from .errors import CheckpointError, TrainingError
-from .evaluator import evaluate_model, predict_dataset
+from .resume import apply_schedule, check_resumable, restore_rng, seed_everything, seed_rank
+from .run_log import RunLog, fmt_losses, pct, segm_ap, write_json
 from .schedule import build_scheduler
+from .step import build_optimizer, train_step, validate
 
 __all__ = ["train"]
-
-#: Fields of TrainConfig that change the result; a resume with different values warns.
-_RESULT_FIELDS = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_iters", "warmup_factor", "lr_steps",
-                  "gamma", "clip_grad_norm", "seed", "hflip_prob", "min_size", "max_size", "on_bad_sample",
-                  "amp", "amp_dtype", "sync_bn")
 
 
 def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.PathLike | None,
@@ -131,12 +127,12 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
         if not last_path.exists():
             raise CheckpointError(f"cannot resume: no checkpoint at {last_path}")
         ckpt = load_checkpoint(last_path)
-        _check_resumable(ckpt, model_name, cfg, last_path, world, warn=main)
+        check_resumable(ckpt, model_name, cfg, last_path, world, warn=main)
     elif last_path.exists() and not overwrite:
         raise CheckpointError(f"{last_path} already exists: resume it (--resume), or pick another "
                               "output folder (or pass --overwrite)")
 
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     train_ds = CocoInstances(train_json, image_root, on_bad_sample=cfg.on_bad_sample)
     val_ds = CocoInstances(val_json, image_root, on_bad_sample=cfg.on_bad_sample) if val_json else None
     if len(train_ds) == 0:
@@ -182,15 +178,15 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        _apply_schedule(optimizer, scheduler)
+        apply_schedule(optimizer, scheduler)
         if scaler.is_enabled() and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_iter = int(ckpt["iteration"])
         best, best_iter = ckpt.get("best_metric"), ckpt.get("best_iteration")
         data_state = ckpt.get("data_state")
-        _restore_rng(ckpt, rank, world, cfg.seed)
+        restore_rng(ckpt, rank, world, cfg.seed)
     else:
-        _seed_rank(cfg.seed, rank)
+        seed_rank(cfg.seed, rank)
     net = _wrap_ddp(model, device, cfg) if ctx is not None else model
     # Every process has read last.pt (if resuming) before rank 0 may write a new one.
     dist_utils.barrier()
@@ -198,7 +194,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     log = None
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(output_dir / "config.json", run)
+        write_json(output_dir / "config.json", run)
         log = RunLog(output_dir, start_iter)
 
     def checkpoint(path: Path, iteration: int) -> None:
@@ -256,7 +252,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
                     checkpoint(output_dir / "nonfinite.pt", it)
                     raise TrainingError(
                         f"the loss was NaN/inf for {nonfinite_run} consecutive iterations (up to iteration "
-                        f"{it}: {_fmt_losses(losses)}); lower the learning rate (--lr) or check the data; "
+                        f"{it}: {fmt_losses(losses)}); lower the learning rate (--lr) or check the data; "
                         f"state saved to {output_dir / 'nonfinite.pt'}")
             final = it == cfg.iterations
             if (cfg.log_every and it % cfg.log_every == 0) or final:
@@ -270,10 +266,10 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
                     window.clear()
             if val_ds is not None and ((cfg.eval_every and it % cfg.eval_every == 0) or final):
                 metrics = validate(model, val_ds, device, progress and main, amp_dtype)
-                ap = _segm_ap(metrics)
+                ap = segm_ap(metrics)
                 if log is not None:
                     log.write({"iteration": it, "metrics": metrics})
-                    bar.write(f"iteration {it}: segm AP {_pct(ap)}  bbox AP {_pct(metrics.get('bbox', {}).get('AP'))}")
+                    bar.write(f"iteration {it}: segm AP {pct(ap)}  bbox AP {pct(metrics.get('bbox', {}).get('AP'))}")
                 if ap is not None and (best is None or ap > best):
                     best, best_iter = ap, it
                     checkpoint(best_path, it)
@@ -298,7 +294,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
         "time_s": time.time() - t_start, "world_size": world,
     }
     if main:
-        _write_json(output_dir / "summary.json", summary)
+        write_json(output_dir / "summary.json", summary)
     dist_utils.barrier()  # rank 0's files are complete when train() returns on any process
     return summary
 
@@ -341,230 +337,3 @@ def _wrap_ddp(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) ->
                       else {"broadcast_buffers": False})
     return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None,
                                    find_unused_parameters=cfg.find_unused_parameters, **no_buffer_sync)
-
-
-# --- steps ---------------------------------------------------------------------------------------
-
-def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-
-
-def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, world_size: int = 1
-                    ) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's) or AdamW, at ``cfg.resolved_lr(world_size)``."""
-    lr = cfg.resolved_lr(world_size)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def train_step(model, optimizer, params, images, targets, device, clip_grad_norm=None, *,
-               amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None
-               ) -> tuple[dict[str, float], bool]:
-    """One SGD step. Returns ``(losses as floats incl. "loss", finite)``; a NaN/inf loss (or
-    gradient norm when clipping without a scaler) skips the update.
-
-    The losses are averaged over the processes of a distributed run before they are looked at:
-    a NaN/inf on any process makes the mean non-finite everywhere, so every process skips the
-    backward pass together (one skipping alone would leave the others waiting in DDP's
-    gradient all-reduce). ``amp_dtype`` runs the forward under autocast; an enabled float16
-    ``scaler`` scales the loss, skips the update itself when gradients overflow and adapts its
-    scale (an overflow is not counted as a non-finite step).
-    """
-    images = [im.to(device, non_blocking=True) for im in images]
-    targets = [_to_device(t, device) for t in targets]
-    with autocast(device, amp_dtype):
-        loss_dict = model(images, targets)
-    if not loss_dict:
-        raise TrainingError("the model returned no losses in training mode")
-    terms = [v.reshape(()).float() for v in loss_dict.values()]
-    loss = torch.stack(terms).sum()
-    mean = dist_utils.all_reduce_mean(torch.stack([loss.detach(), *[t.detach() for t in terms]])).tolist()
-    losses = dict(zip(loss_dict, mean[1:]))
-    losses["loss"] = mean[0]
-    optimizer.zero_grad(set_to_none=True)
-    if not math.isfinite(losses["loss"]):
-        return losses, False
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(loss).backward()
-        if clip_grad_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        return losses, True
-    loss.backward()
-    if clip_grad_norm is not None:
-        # after DDP's all-reduce the gradients, hence the norm, are the same on every process
-        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-        if not torch.isfinite(norm):
-            optimizer.zero_grad(set_to_none=True)
-            losses["grad_norm"] = float(norm)
-            return losses, False
-    optimizer.step()
-    return losses, True
-
-
-def validate(model, dataset, device, progress: bool, amp_dtype: torch.dtype | None = None) -> dict:
-    """Evaluate without disturbing the training RNG streams or the model's train mode.
-
-    In a distributed run every process must call it: each predicts its shard of ``dataset``
-    (:func:`predict_dataset` shards and gathers), rank 0 scores all results through
-    :func:`evaluate_model`, and the metrics are broadcast, so that every process takes the
-    same best-checkpoint decision."""
-    rng = get_rng_state()
-    try:
-        with autocast(device, amp_dtype):
-            if not dist_utils.is_distributed():
-                return evaluate_model(model, dataset, device, progress=progress)
-            metrics = None
-            if dist_utils.is_main_process():
-                metrics = evaluate_model(model, dataset, device, progress=progress)
-            else:  # the same predict_dataset call evaluate_model makes: this process's shard
-                predict_dataset(model, dataset, device, progress=False)
-        return dist_utils.broadcast_object(metrics)
-    finally:
-        set_rng_state(rng)
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _seed_rank(seed: int, rank: int) -> None:
-    """Give process ``rank > 0`` of a fresh distributed run its own RNG streams (the model's
-    sampling draws), after the model was built identically everywhere. Rank 0 (and a single
-    process) keeps the stream of ``seed``."""
-    if rank > 0:
-        _seed_everything(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
-
-
-def _apply_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
-    """Set the rate of the restored iteration from the schedule of *this* run's config.
-
-    The optimizer's saved rate is the old schedule's; when ``iterations`` changed (2 trained,
-    resumed to 4) the step milestones, fractions of ``iterations``, moved with it. For an
-    unchanged config this recomputes the very same number."""
-    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * factor(scheduler.last_epoch)
-
-
-def _restore_rng(ckpt: dict, rank: int, world: int, seed: int) -> None:
-    """This process's RNG states from a checkpoint: its own when the checkpoint has one per
-    process of the same world size, else rank 0's (``rng``) for rank 0 and a fresh per-rank seed
-    for the others."""
-    per_rank = ckpt.get("rng_per_rank")
-    if per_rank is not None and len(per_rank) == world:
-        set_rng_state(per_rank[rank])
-    elif rank == 0:
-        set_rng_state(ckpt["rng"])
-    else:
-        _seed_rank(seed, rank)
-
-
-def _check_resumable(ckpt: dict, model_name: str, cfg: TrainConfig, path: Path, world: int = 1,
-                     warn: bool = True) -> None:
-    if ckpt["model_name"] != model_name:
-        raise CheckpointError(f"{path} was trained as {ckpt['model_name']!r}, not {model_name!r}")
-    for key in ("optimizer", "scheduler", "iteration", "rng", "dataset", "train_config"):
-        if key not in ckpt:
-            raise CheckpointError(f"{path} cannot be resumed: it lacks {key!r}")
-    old = ckpt["train_config"]
-    now = cfg.to_dict()
-    changed = [f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in _RESULT_FIELDS
-               if k in old and _norm(old[k]) != _norm(now[k])]
-    old_world = int(ckpt.get("world_size", 1))
-    if old_world != world:
-        changed.append(f"processes (WORLD_SIZE): {old_world} -> {world}")
-    if changed and warn:
-        warnings.warn(f"resuming {path} with a different configuration ({'; '.join(changed)}); "
-                      "the result will differ from an uninterrupted run", stacklevel=3)
-
-
-def _norm(v):
-    return list(v) if isinstance(v, (list, tuple)) else v
-
-
-def _segm_ap(metrics: dict) -> float | None:
-    ap = (metrics.get("segm") or {}).get("AP")
-    if ap is None or not math.isfinite(ap):
-        return None
-    return float(ap)
-
-
-def _pct(x) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
-
-
-def _fmt_losses(losses: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-
-
-def jsonable(x):
-    """Strict-JSON copy: tensors/numpy to Python, non-finite floats to None."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (torch.Tensor, np.ndarray)):
-        return jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-class RunLog:
-    """``log.jsonl`` (and TensorBoard when available). A resumed run drops the lines written
-    after its checkpoint, so the log reads as one uninterrupted run."""
-
-    def __init__(self, output_dir: Path, start_iter: int) -> None:
-        self.path = output_dir / "log.jsonl"
-        kept = []
-        if start_iter > 0 and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    if json.loads(line).get("iteration", 0) <= start_iter:
-                        kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept))
-        self.file = open(self.path, "a", buffering=1)
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # noqa: BLE001 - tensorboard not installed
-            SummaryWriter = None
-        if SummaryWriter is not None:
-            self.tb = SummaryWriter(str(output_dir / "tb"), purge_step=start_iter or None)
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(jsonable(record)) + "\n")
-        if self.tb is not None:
-            it = record["iteration"]
-            for k, v in (record.get("losses") or {}).items():
-                if isinstance(v, float) and math.isfinite(v):
-                    self.tb.add_scalar(f"loss/{k}", v, it)
-            if "lr" in record and not record.get("nonfinite"):
-                self.tb.add_scalar("lr", record["lr"], it)
-            for task, values in (record.get("metrics") or {}).items():
-                if isinstance(values, dict):
-                    for k, v in values.items():
-                        if isinstance(v, (int, float)) and math.isfinite(v):
-                            self.tb.add_scalar(f"{task}/{k}", v, it)
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()

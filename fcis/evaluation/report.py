@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
 
+from ..json_io import write_json
 from .coco_eval import COCO_METRICS, evaluate_coco
 from .class_agnostic import collapse_categories
 from .ground_truth import CocoLike, load_coco_gt
@@ -84,39 +81,8 @@ def format_metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(x):
-    """Plain-JSON copy: numpy scalars/arrays → Python, non-finite floats → ``None``."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def write_metrics(out_dir: str | os.PathLike, metrics: dict) -> Path:
     """Write ``metrics`` to ``out_dir/metrics.json`` (creating ``out_dir``) atomically: a temp file
     in the same folder, fsync'd, then ``os.replace``. ``nan``/``inf`` are written as ``null`` so the
     file is strict JSON. Returns the path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "metrics.json"
-    text = json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".metrics.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_json(Path(out_dir) / "metrics.json", metrics)

@@ -1,0 +1,56 @@
+"""Strict JSON files: Python, NumPy and torch values made plain, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["jsonable", "write_json"]
+
+
+def jsonable(x: Any) -> Any:
+    """Plain-JSON copy: tensors and NumPy arrays/scalars to Python, paths to strings, non-finite
+    floats to ``None`` (so that ``json.dumps(..., allow_nan=False)`` accepts it)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``jsonable(data)`` to ``path`` atomically: a temporary file in the same folder,
+    fsync'd, then ``os.replace``; a reader sees the old file or the new one, never half of one.
+    Creates the folder. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
