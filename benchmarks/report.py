@@ -61,6 +61,21 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 # --- sections ------------------------------------------------------------------------------------
 
+def _stage_table(models: list[tuple[str, dict]], stages) -> str:
+    """Milliseconds and share of each stage per model, then the sum and the end-to-end time."""
+    header = ["stage"] + [x for n, _ in models for x in (f"`{n}` ms", "%")]
+    rows = []
+    for stage in stages:
+        row = [stage]
+        for _, m in models:
+            v = m["breakdown_s"].get(stage)
+            row += [ms(v), pct(_ratio(v, m["breakdown_sum_s"]))]
+        rows.append(row)
+    rows.append(["**sum of the stages**"] + [x for _, m in models for x in (ms(m["breakdown_sum_s"]), "100")])
+    rows.append(["end to end (`model([image])`)"] + [x for _, m in models for x in (ms(m["end_to_end_s"]), "")])
+    return table(header, rows)
+
+
 def _latency(sec_: dict, plots: dict) -> str:
     models = sec_["models"]
     h, w = sec_["image"]
@@ -90,17 +105,7 @@ def _latency(sec_: dict, plots: dict) -> str:
     if fcis:
         out += ["", "**FCIS stages** (each piece of the model called in sequence on the same input; "
                 "the stages of one run add up to its total):", ""]
-        header = ["stage"] + [x for n, _ in fcis for x in (f"`{n}` ms", "%")]
-        rows = []
-        for stage in FCIS_STAGES:
-            row = [stage]
-            for _, m in fcis:
-                v = m["breakdown_s"].get(stage)
-                row += [ms(v), pct(_ratio(v, m["breakdown_sum_s"]))]
-            rows.append(row)
-        rows.append(["**sum of the stages**"] + [x for _, m in fcis for x in (ms(m["breakdown_sum_s"]), "100")])
-        rows.append(["end to end (`model([image])`)"] + [x for _, m in fcis for x in (ms(m["end_to_end_s"]), "")])
-        out.append(table(header, rows))
+        out.append(_stage_table(fcis, FCIS_STAGES))
         for n, m in fcis:
             if _ok(m.get("pasting_only_no_voting_s")):
                 out.append(f"\n`{n}`: pasting only the 100 detections' own masks (mask voting off) takes "
@@ -110,17 +115,7 @@ def _latency(sec_: dict, plots: dict) -> str:
     mr = [(n, m) for n, m in models.items() if n.startswith("maskrcnn") and m.get("available")]
     if mr:
         out += ["", "**Mask R-CNN stages** (torchvision's pieces in sequence):", ""]
-        header = ["stage"] + [x for n, _ in mr for x in (f"`{n}` ms", "%")]
-        rows = []
-        for stage in MASKRCNN_STAGES:
-            row = [stage]
-            for _, m in mr:
-                v = m["breakdown_s"].get(stage)
-                row += [ms(v), pct(_ratio(v, m["breakdown_sum_s"]))]
-            rows.append(row)
-        rows.append(["**sum of the stages**"] + [x for _, m in mr for x in (ms(m["breakdown_sum_s"]), "100")])
-        rows.append(["end to end (`model([image])`)"] + [x for _, m in mr for x in (ms(m["end_to_end_s"]), "")])
-        out.append(table(header, rows))
+        out.append(_stage_table(mr, MASKRCNN_STAGES))
     if "latency" in plots:
         out += ["", f"![latency breakdown]({plots['latency']})"]
     return "\n".join(out)
