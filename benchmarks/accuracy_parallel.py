@@ -84,7 +84,7 @@ def worker(argv: list[str]) -> int:
     import torch
 
     import accuracy
-    from run import jsonable
+    from fcis.json_io import jsonable
 
     budget_file, dataset, sections, out, work = argv[:5]
     data_root = Path(argv[5]) if len(argv) > 5 else None

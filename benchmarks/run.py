@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import shlex
 import shutil
@@ -33,30 +32,11 @@ if str(HERE) not in sys.path:
 import torch  # noqa: E402
 
 from common import FULL, QUICK, Budget, log, machine_info  # noqa: E402
+from fcis.json_io import jsonable  # noqa: E402
 
 #: CLI name -> results key, in run order (the training-heavy sections last).
 SECTIONS = {"latency": "latency", "roi": "roi_scaling", "limit": "limit", "throughput": "throughput",
             "accuracy": "accuracy", "ablation": "ablation", "gpu": "gpu"}
-
-
-def jsonable(x: Any) -> Any:
-    """Strict JSON: tensors and numpy to Python, NaN/inf to None, paths and tuples handled."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return jsonable(x.tolist())
-    if hasattr(x, "item") and callable(x.item) and not isinstance(x, (str, bytes)):
-        try:
-            x = x.item()
-        except (TypeError, ValueError):
-            return str(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Path | None, strict: bool = False
