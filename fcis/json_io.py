@@ -34,13 +34,13 @@ def jsonable(x: Any) -> Any:
     return x
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
+def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
     """Write ``jsonable(data)`` to ``path`` atomically: a temporary file in the same folder,
     fsync'd, then ``os.replace``; a reader sees the old file or the new one, never half of one.
-    Creates the folder. Returns the path."""
+    Creates the folder. ``indent=None`` writes compactly (large files). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(jsonable(data), indent=indent, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json.tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

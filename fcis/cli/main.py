@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..json_io import write_json
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -114,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results = predict_dataset(model, data, device, batch_size=args.batch_size, progress=not args.no_progress,
                                   amp=args.amp, amp_dtype=args.amp_dtype)
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "predictions.json", results)
+        write_json(out / "predictions.json", results, indent=None)
         metrics = evaluate_results(data.coco, results, proposal_recall=args.proposal_recall or agnostic,
                                    class_agnostic=agnostic)
     path = write_metrics(out, metrics)
@@ -186,7 +188,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for entry in predictions_to_coco_results([output], [index], predictor.label_to_cat_id):
             entry["file_name"] = str(path)
             results.append(entry)
-    _write_json(out / "predictions.json", results)
+    write_json(out / "predictions.json", results, indent=None)
     print(f"{n_det} detections in {len(paths)} images (score >= {args.score_threshold}); "
           f"overlays and predictions.json in {out}")
     return 0
@@ -249,12 +251,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.output, quick=args.quick, device=args.device, workers=args.workers, progress=not args.no_progress)
     return 0
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 # --- parser --------------------------------------------------------------------------------------

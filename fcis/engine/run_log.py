@@ -9,9 +9,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..json_io import jsonable, write_json
+from ..json_io import jsonable
 
-__all__ = ["RunLog", "write_json", "jsonable", "segm_ap", "pct", "fmt_losses"]
+__all__ = ["RunLog", "segm_ap", "fmt_losses"]
 
 
 def segm_ap(metrics: dict) -> float | None:
@@ -19,10 +19,6 @@ def segm_ap(metrics: dict) -> float | None:
     if ap is None or not math.isfinite(ap):
         return None
     return float(ap)
-
-
-def pct(x) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
 
 
 def fmt_losses(losses: dict[str, float]) -> str:

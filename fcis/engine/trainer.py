@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..evaluation.report import pct
+from ..json_io import write_json
 from . import distributed as dist_utils
 from .amp import check_amp, make_grad_scaler
 from .checkpoint import get_rng_state, load_checkpoint, resolve_device, save_checkpoint
@@ -54,7 +56,7 @@ from .config import TrainConfig
 from .data import TrainStream
 from .errors import CheckpointError, TrainingError
 from .resume import apply_schedule, check_resumable, restore_rng, seed_everything, seed_rank
-from .run_log import RunLog, fmt_losses, pct, segm_ap, write_json
+from .run_log import RunLog, fmt_losses, segm_ap
 from .schedule import build_scheduler
 from .step import build_optimizer, train_step, validate
 

@@ -53,10 +53,9 @@ def evaluate_results(
     return metrics
 
 
-def _pct(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{100 * x:.1f}"
+def pct(x) -> str:
+    """A fraction as a percentage with one decimal; "-" for a missing or non-finite value."""
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
 
 
 def format_metrics_table(metrics: dict) -> str:
@@ -68,13 +67,13 @@ def format_metrics_table(metrics: dict) -> str:
     if tasks:
         lines.append(f"{'':<6}" + "".join(f"{k:>7}" for k in COCO_METRICS))
         for t in tasks:
-            lines.append(f"{t:<6}" + "".join(f"{_pct(metrics[t].get(k)):>7}" for k in COCO_METRICS))
+            lines.append(f"{t:<6}" + "".join(f"{pct(metrics[t].get(k)):>7}" for k in COCO_METRICS))
     if "voc" in metrics:
         voc = metrics["voc"]
-        parts = [f"{k}: {_pct(v)}" for k, v in voc.items() if k.startswith("mAP@")]
+        parts = [f"{k}: {pct(v)}" for k, v in voc.items() if k.startswith("mAP@")]
         lines.append("VOC mask mAP^r  " + "  ".join(parts) + f"  ({voc.get('rule', '')})")
     if "ar" in metrics:
-        lines.append("mask AR (class-agnostic)  " + "  ".join(f"{k}: {_pct(v)}" for k, v in metrics["ar"].items()))
+        lines.append("mask AR (class-agnostic)  " + "  ".join(f"{k}: {pct(v)}" for k, v in metrics["ar"].items()))
     counts = [f"{k.replace('num_', '')}: {metrics[k]}" for k in ("num_images", "num_detections") if k in metrics]
     if counts:
         lines.append("  ".join(counts))
