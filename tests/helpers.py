@@ -25,3 +25,14 @@ def box_target(h: int, w: int, boxes: list, labels: list) -> dict:
         m[y1:y2, x1:x2] = 1
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
             "labels": torch.tensor(labels, dtype=torch.int64), "masks": masks}
+
+
+def assert_empty_image_trains(losses: dict, head: torch.nn.Module) -> None:
+    """The losses of an image without objects: no mask, box or RPN box loss, a positive
+    classification loss (background), and a backward pass that gives ``head`` finite gradients."""
+    assert losses["loss_mask"].item() == 0.0 and losses["loss_box_reg"].item() == 0.0
+    assert losses["loss_rpn_box_reg"].item() == 0.0
+    assert losses["loss_classifier"].item() > 0
+    sum(losses.values()).backward()
+    grads = [p.grad for p in head.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
