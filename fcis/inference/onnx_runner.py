@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fcis.engine.errors import InputError
+from fcis.runtime.errors import InputError
 
 from .image_input import load_image_array
 
