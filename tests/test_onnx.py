@@ -232,11 +232,13 @@ def _with_dependencies(requirements: list[str]) -> set[str]:
 
 
 def test_metadata_holds_the_strides_measured_on_the_model(exported):
-    """The strides the graph's anchors use are measured on the backbone, stored, and read back."""
+    """The strides the graph's anchors use are measured on the backbone, the padding is the model's;
+    both are stored in the file and read back."""
     from fcis.export.onnx_export import FCISOnnxGraph
 
     model = exported["model"]
     graph = FCISOnnxGraph(model)
     assert (graph.rpn_stride, graph.feature_stride) == (16, model.feature_stride) == (16, 16)
+    assert graph.size_divisible == model.transform.size_divisible == 32
     predictor = OnnxPredictor(exported["onnx"])
     assert (predictor.rpn_stride, predictor.feature_stride, predictor.size_divisible) == (16, 16, 32)

@@ -100,6 +100,7 @@ class FCISOnnxGraph(nn.Module):
         # The strides of conv4 (the RPN's map; torchvision's AnchorGenerator derives it from the
         # sizes) and conv5 (the score maps), measured on the backbone: stored in the metadata.
         self.rpn_stride, self.feature_stride = feature_strides(model.backbone)
+        self.size_divisible = int(model.transform.size_divisible)   # the batch padding of the eager model
         if self.feature_stride != model.feature_stride:
             raise ExportError(f"the backbone's conv5 is at stride {self.feature_stride}, but the head assembles "
                               f"at stride {model.feature_stride}")
@@ -142,7 +143,7 @@ class FCISOnnxGraph(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         h, w = image.shape[-2:]
-        padded = F.pad(image, (0, (-w) % SIZE_DIVISIBLE, 0, (-h) % SIZE_DIVISIBLE))
+        padded = F.pad(image, (0, (-w) % self.size_divisible, 0, (-h) % self.size_divisible))
         c4, c5 = self.backbone(padded)
         proposals = self.proposals(c4, h, w)
         maps = self.head(c5)
@@ -275,7 +276,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, class_names: list[
         "model_config": cfg.to_dict(),
         "class_names": names,
         "label_to_cat_id": {str(k): v for k, v in cat_ids.items()},
-        "size_divisible": SIZE_DIVISIBLE,
+        "size_divisible": graph.size_divisible,
         "rpn_stride": graph.rpn_stride,
         "feature_stride": graph.feature_stride,
         "dynamic_size": True,
