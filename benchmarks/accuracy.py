@@ -16,7 +16,7 @@ Datasets:
   the held-out names are recorded in the JSON. Images are resized by the models to short side 320
   (long side <= 512). Skipped when the data folder is absent.
 
-Ablation (section 5, paper DESIGN.md §1): FCIS joint (default), k = 1 (``group_size=1``),
+Ablation (section 5, paper docs/ARCHITECTURE.md §5.1): FCIS joint (default), k = 1 (``group_size=1``),
 separate score maps (``score_maps="separate"``), no OHEM (``ohem=False``), each trained with the
 same budget; and no mask voting: the joint model evaluated again with ``config.mask_voting=False``.
 """
@@ -35,7 +35,7 @@ import torch
 
 from common import Budget, detections_override, log
 
-#: The FCIS paper's VOC 2012 val ablation (mAP^r at IoU 0.5, 0.7), DESIGN.md §1. None: not in that table.
+#: The FCIS paper's VOC 2012 val ablation (mAP^r at IoU 0.5, 0.7), docs/ARCHITECTURE.md §5.1. None: not in that table.
 PAPER_VOC = {
     "joint": (65.7, 52.1),
     "k1": (52.5, 38.5),

@@ -3,7 +3,7 @@ GPU was available and the report says so (no figure is ever estimated).
 
 - Latency of ``fcis_resnet101`` (random weights, 80 classes, 100 detections forced by
   ``score_thresh=0``) on one 600×1000 image, batch 1, CUDA-synchronised, beside the paper's 0.24 s
-  per image on a K40 (DESIGN.md §1); also without mask voting, and the stage breakdown of section 1.
+  per image on a K40 (docs/ARCHITECTURE.md §5.1); also without mask voting, and the stage breakdown of section 1.
 - The assembling op ``ps_roi_assemble`` (K RoIs, k = 7, P = 21, 162 groups = COCO's 2·81, on the
   stride-16 map of a 600×1000 image) forward, and forward+backward, on this machine's CPU and GPU.
 
@@ -20,7 +20,7 @@ import torch
 from common import (Budget, COCO_CLASSES, build, calibrate_bn, forced_detections_overrides, log, machine_info,
                     random_image, random_rois, ratio, timeit)
 
-PAPER_K40_S = 0.24  # FCIS R-101, COCO, s/image on a K40 (DESIGN.md §1)
+PAPER_K40_S = 0.24  # FCIS R-101, COCO, s/image on a K40 (docs/ARCHITECTURE.md §5.1)
 
 
 def assemble_op(device: str, num_rois: int, image: tuple[int, int], repeats: int, warmup: int) -> dict[str, Any]:

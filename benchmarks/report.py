@@ -295,7 +295,7 @@ def _ablation(sec_: dict, plots: dict, quick: bool) -> str:
     out = ["FCIS R-18 variants trained with the budget and `TrainConfig` of section 4 (the joint row *is* "
            "section 4's FCIS); the no-voting row evaluates the joint weights again with "
            "`config.mask_voting = False`. mAP^r ×100 on the held-out images, beside the paper's VOC 2012 val "
-           "numbers (R-101, ImageNet-initialised, SBD masks; DESIGN.md §1). The paper's naive-MNC row is not "
+           "numbers (R-101, ImageNet-initialised, SBD masks; docs/ARCHITECTURE.md §5.1). The paper's naive-MNC row is not "
            "reproduced here.", ""]
     for ds, d in sec_["datasets"].items():
         title = "Synthetic shapes" if ds == "shapes" else "PennFudanPed"

@@ -1,4 +1,5 @@
-"""Strict JSON files: Python, NumPy and torch values made plain, written atomically."""
+"""Strict JSON files: Python, NumPy and torch values made plain, written atomically (torch is not
+needed: tensors are recognised only when torch is loaded)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = ["jsonable", "write_json"]
 
@@ -23,7 +24,7 @@ def jsonable(x: Any) -> Any:
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
-    if isinstance(x, (torch.Tensor, np.ndarray)):
+    if isinstance(x, np.ndarray) or _is_tensor(x):
         return jsonable(x.tolist())
     if isinstance(x, np.generic):
         x = x.item()
@@ -32,6 +33,12 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     return x
+
+
+def _is_tensor(x: Any) -> bool:
+    """A torch tensor, recognised without importing torch (a tensor exists only if torch is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:

@@ -163,3 +163,82 @@ def test_cli_errors(exported, tmp_path, capsys):
     assert main(["export", "--weights", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]) == 2
     assert "only FCIS models export" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_predict_with_onnx_runs_without_torch(exported, tmp_path):
+    """``python -m fcis predict --onnx`` with torch, torchvision and onnxscript unimportable (as in
+    a deployment with only the ``deploy`` extra's packages) writes what it writes with torch; the
+    third-party modules it imports are those the ``deploy`` extra declares."""
+    import importlib.metadata
+    import os
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    images = [str(p) for p in exported["images"]]
+    args = ["predict", "--onnx", str(exported["onnx"]), *images, "--score-threshold", "0.3", "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "with_torch")]) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "tests" / "no_torch"), str(repo)]),
+           "FCIS_IMPORTED_MODULES": str(tmp_path / "modules.txt"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "fcis", *args, "--output", str(tmp_path / "no_torch")],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "detections in 4 images" in run.stdout
+    modules = set((tmp_path / "modules.txt").read_text().split())
+    assert "fcis" in modules and not modules & {"torch", "torchvision", "onnxscript"}
+    assert (tmp_path / "no_torch" / "predictions.json").read_bytes() == \
+        (tmp_path / "with_torch" / "predictions.json").read_bytes()
+    for p in exported["images"]:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "no_torch" / f"{p.stem}.png")),
+                              np.asarray(Image.open(tmp_path / "with_torch" / f"{p.stem}.png")))
+    # every third-party module imported comes from the deploy extra's distributions or their dependencies
+    deploy = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["optional-dependencies"]["deploy"]
+    brought = _with_dependencies(deploy)
+    owners = importlib.metadata.packages_distributions()
+    third_party = {m for m in modules - set(sys.stdlib_module_names)        # (_distutils_hack: a .pth hook)
+                   if m in owners and m != "fcis" and not m.startswith("_")}
+    assert {"numpy", "onnxruntime", "PIL", "pycocotools"} <= third_party
+    strays = {m: owners[m] for m in third_party if not {_norm(d) for d in owners[m]} & brought}
+    assert not strays, f"imported without torch but not brought by the deploy extra: {strays}"
+
+
+def _norm(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _with_dependencies(requirements: list[str]) -> set[str]:
+    """Normalised names of the distributions ``requirements`` name, and of all they require
+    (unconditional requirements, as installed here)."""
+    import importlib.metadata
+    import re
+
+    todo = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements]
+    seen: set[str] = set()
+    while todo:
+        name = _norm(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo += [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requires if "extra ==" not in r]
+    return seen
+
+
+def test_metadata_holds_the_strides_measured_on_the_model(exported):
+    """The strides the graph's anchors use are measured on the backbone, the padding is the model's;
+    both are stored in the file and read back."""
+    from fcis.export.onnx_export import FCISOnnxGraph
+
+    model = exported["model"]
+    graph = FCISOnnxGraph(model)
+    assert (graph.rpn_stride, graph.feature_stride) == (16, model.feature_stride) == (16, 16)
+    assert graph.size_divisible == model.transform.size_divisible == 32
+    predictor = OnnxPredictor(exported["onnx"])
+    assert (predictor.rpn_stride, predictor.feature_stride, predictor.size_divisible) == (16, 16, 32)

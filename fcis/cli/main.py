@@ -164,15 +164,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fcis.evaluation import predictions_to_coco_results
-    from fcis.inference import Predictor
     from fcis.visualize import draw_predictions
 
     paths = expand_inputs(args.inputs)
     if args.onnx:
-        from fcis.inference.onnx_runner import OnnxPredictor
+        from fcis.inference.onnx_runner import OnnxPredictor  # NumPy + onnxruntime: no torch
 
         predictor = OnnxPredictor(args.onnx, score_threshold=args.score_threshold)
     else:
+        from fcis.inference import Predictor
+
         predictor = Predictor.from_checkpoint(args.weights, device=args.device, score_threshold=args.score_threshold,
                                               amp=args.amp, amp_dtype=args.amp_dtype)
     out = Path(args.output)
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _amp_args(p: argparse.ArgumentParser) -> None:
-    """``--amp`` and ``--amp-dtype`` (see fcis.engine.amp)."""
+    """``--amp`` and ``--amp-dtype`` (see fcis.runtime.amp)."""
     p.add_argument("--amp", action="store_true",
                    help="mixed precision (torch.autocast); CUDA: bf16 or fp16, CPU: bf16 only")
     p.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16",
@@ -397,7 +398,7 @@ def _amp_args(p: argparse.ArgumentParser) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from fcis.engine.errors import CheckpointError, InputError
+    from fcis.runtime.errors import CheckpointError, InputError
 
     errors: list[type[BaseException]] = [UsageError, CheckpointError, InputError, ValueError, OSError]
     try:
@@ -415,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a usage error (argparse printed it)
         return int(e.code or 0)
-    from fcis.engine.errors import TrainingError
+    from fcis.runtime.errors import TrainingError
 
     try:
         return int(args.func(args) or 0)
@@ -427,6 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"fcis: error: {e}", file=sys.stderr)
         return 1
+    except ImportError as e:  # e.g. torch missing in a deployment: only predict --onnx runs without it
+        if args.debug or (e.name or "").split(".")[0] not in ("torch", "torchvision", "onnxruntime", "onnx"):
+            raise
+        print(f"fcis: error: fcis {args.command} needs the {e.name.split('.')[0]} package, which is not "
+              f"installed (without torch, only fcis predict --onnx runs)", file=sys.stderr)
+        return 2
     except _user_errors() as e:
         if args.debug:
             raise

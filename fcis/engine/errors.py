@@ -1,15 +1,6 @@
-"""Exceptions of the engine. The CLI turns the ``ValueError`` ones into one ``fcis: error:`` line."""
+"""The exceptions live in :mod:`fcis.runtime.errors` (shared by training, inference and the CLI,
+importable without torch); this name stays for existing imports."""
 
-from __future__ import annotations
+from fcis.runtime.errors import CheckpointError, InputError, TrainingError
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, or not written by :func:`save_checkpoint`."""
-
-
-class InputError(ValueError):
-    """Bad user input other than a dataset: an image that cannot be read, an empty glob, ..."""
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss stayed NaN/inf for too many iterations)."""
+__all__ = ["CheckpointError", "InputError", "TrainingError"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from pycocotools import mask as mask_utils
 
 __all__ = ["predictions_to_coco_results", "load_results", "encode_masks"]
@@ -23,8 +23,14 @@ __all__ = ["predictions_to_coco_results", "load_results", "encode_masks"]
 _ENCODE_CHUNK = 64
 
 
+def _is_tensor(x) -> bool:
+    """A torch tensor, recognised without importing torch (so that the ONNX path runs without it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _to_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
@@ -43,7 +49,8 @@ def encode_masks(masks, mask_threshold: float = 0.5) -> list[dict]:
     rles: list[dict] = []
     for start in range(0, masks.shape[0], _ENCODE_CHUNK):
         chunk = masks[start:start + _ENCODE_CHUNK]
-        if isinstance(chunk, torch.Tensor):
+        if _is_tensor(chunk):
+            torch = sys.modules["torch"]
             binary = (chunk >= mask_threshold) if chunk.dtype != torch.bool else chunk
             binary = binary.to("cpu", torch.uint8).numpy()
         else:

@@ -31,7 +31,8 @@ Metadata (``metadata_props``, all JSON strings) make the file self-contained for
 ``fcis_format`` ("fcis-onnx"), ``fcis_format_version``, ``fcis_version``, ``model_name``,
 ``model_config`` (the full FCISConfig: min/max size, mean/std, mask_threshold and the
 post-processing fields score_thresh, nms_iou, detections_per_img, mask_voting, voting_iou),
-``class_names``, ``label_to_cat_id`` (keys are strings), ``size_divisible``, ``dynamic_size``,
+``class_names``, ``label_to_cat_id`` (keys are strings), ``size_divisible`` (the graph pads to
+it), ``rpn_stride`` and ``feature_stride`` (of conv4 and conv5, measured on the backbone), ``dynamic_size``,
 ``inputs`` and ``outputs`` (descriptions).
 
 The exporter is torch.onnx's dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``),
@@ -96,8 +97,13 @@ class FCISOnnxGraph(nn.Module):
         self.post_nms_top_n = int(cfg.rpn_post_nms_top_n_test)
         (cell,) = model.rpn.anchor_generator.cell_anchors
         self.register_buffer("cell_anchors", cell.detach().clone().float(), persistent=False)
-        # conv4 (the RPN's map) is at stride 16 of the padded input for every ResNet here.
-        self.rpn_stride = 16
+        # The strides of conv4 (the RPN's map; torchvision's AnchorGenerator derives it from the
+        # sizes) and conv5 (the score maps), measured on the backbone: stored in the metadata.
+        self.rpn_stride, self.feature_stride = feature_strides(model.backbone)
+        self.size_divisible = int(model.transform.size_divisible)   # the batch padding of the eager model
+        if self.feature_stride != model.feature_stride:
+            raise ExportError(f"the backbone's conv5 is at stride {self.feature_stride}, but the head assembles "
+                              f"at stride {model.feature_stride}")
 
     def anchors(self, fh: int, fw: int) -> Tensor:
         """torchvision AnchorGenerator's anchors for a (fh, fw) map: (fh·fw·A, 4), location-major."""
@@ -137,7 +143,7 @@ class FCISOnnxGraph(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         h, w = image.shape[-2:]
-        padded = F.pad(image, (0, (-w) % SIZE_DIVISIBLE, 0, (-h) % SIZE_DIVISIBLE))
+        padded = F.pad(image, (0, (-w) % self.size_divisible, 0, (-h) % self.size_divisible))
         c4, c5 = self.backbone(padded)
         proposals = self.proposals(c4, h, w)
         maps = self.head(c5)
@@ -152,6 +158,20 @@ class FCISOnnxGraph(nn.Module):
         else:
             scores, boxes = first, proposals
         return boxes, scores.class_logits.softmax(-1), scores.mask_probs()
+
+
+def feature_strides(backbone: nn.Module) -> tuple[int, int]:
+    """(conv4 stride, conv5 stride) of a :class:`fcis.models.backbone.ResNetC4C5`, measured: the
+    input size over the map sizes of one zero image (in eval mode, without gradients)."""
+    size = 2 * SIZE_DIVISIBLE
+    was_training = backbone.training
+    param = next(backbone.parameters())
+    try:
+        with torch.no_grad():
+            c4, c5 = backbone.eval()(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
+    finally:
+        backbone.train(was_training)
+    return size // c4.shape[-1], size // c5.shape[-1]
 
 
 def preprocess_torch(image: Tensor, cfg) -> Tensor:
@@ -256,7 +276,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, class_names: list[
         "model_config": cfg.to_dict(),
         "class_names": names,
         "label_to_cat_id": {str(k): v for k, v in cat_ids.items()},
-        "size_divisible": SIZE_DIVISIBLE,
+        "size_divisible": graph.size_divisible,
+        "rpn_stride": graph.rpn_stride,
+        "feature_stride": graph.feature_stride,
         "dynamic_size": True,
         "inputs": {"image": "float32 (1, 3, h, w): normalised ((x - mean) / std), resized (short side "
                             "min_size, long side <= max_size, bilinear), not padded"},

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fcis.engine.errors import InputError
+from fcis.runtime.errors import InputError
 
 __all__ = ["load_image_array"]
 

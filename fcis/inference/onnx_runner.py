@@ -10,7 +10,8 @@ The hot path is NumPy + onnxruntime (no PyTorch): the resizing and normalisation
 GeneralizedRCNNTransform, the ONNX graph (backbone, RPN, assembling; see
 :mod:`fcis.export.onnx_export`), then FCIS's post-processing of
 :func:`fcis.models.fcis.inference.select_detections` (per-class NMS, top-k, mask voting, pasting,
-tight boxes of the voted masks), each re-implemented here with the same float32 arithmetic.
+tight boxes of the voted masks), with the same float32 arithmetic; the operations themselves
+(NMS, IoU, resizing, pasting, voting) are in :mod:`fcis.inference.numpy_ops`.
 Only the detections that pass ``score_threshold`` get masks (mask voting is per detection, so
 their results are those of the full computation).
 """
@@ -18,51 +19,22 @@ their results are those of the full computation).
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from fcis.engine.errors import InputError
+from fcis.runtime.errors import InputError
 
 from .image_input import load_image_array
+from .numpy_ops import (batched_nms, box_iou, nms, paste_masks_in_frame, resize_bilinear, resized_size,
+                        vote_in_frame, voted_masks_in_frames)
 
 __all__ = ["OnnxPredictor", "load_image_array", "preprocess", "postprocess", "nms", "batched_nms", "box_iou",
            "paste_masks_in_frame", "vote_in_frame"]
 
 FORMAT = "fcis-onnx"
-
-
-def _linear_indices(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """PyTorch's bilinear (align_corners=False) source indices and weights along one axis, in
-    float32 as its CPU kernel computes them."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    real = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
-    real = np.maximum(real, np.float32(0))
-    i0 = real.astype(np.int64)
-    i1 = i0 + (i0 < in_size - 1)
-    l1 = np.clip(real - i0.astype(np.float32), 0, 1).astype(np.float32)
-    return i0, i1, np.float32(1) - l1, l1
-
-
-def resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """``torch.nn.functional.interpolate(x[None], (out_h, out_w), mode="bilinear",
-    align_corners=False)[0]`` for a float32 (C, H, W) array."""
-    _, h, w = x.shape
-    y0, y1, wy0, wy1 = _linear_indices(h, out_h)
-    x0, x1, wx0, wx1 = _linear_indices(w, out_w)
-    top, bottom = x[:, y0], x[:, y1]                                      # (C, out_h, W)
-    t = top[:, :, x0] * wx0 + top[:, :, x1] * wx1
-    b = bottom[:, :, x0] * wx0 + bottom[:, :, x1] * wx1
-    return (t * wy0[:, None] + b * wy1[:, None]).astype(np.float32)
-
-
-def resized_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """GeneralizedRCNNTransform's resized (h, w): short side ``min_size``, long side <= ``max_size``."""
-    scale = min(min_size / min(h, w), max_size / max(h, w))
-    return int(math.floor(float(h) * scale)), int(math.floor(float(w) * scale))
 
 
 def preprocess(image: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
@@ -75,122 +47,7 @@ def preprocess(image: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
     return resize_bilinear(x, h, w)[None]
 
 
-# --- boxes -----------------------------------------------------------------------------------------
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """torchvision.ops.box_iou in float32: (N, 4), (M, 4) -> (N, M)."""
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """torchvision.ops.nms: indices kept, by decreasing score (greedy; suppress IoU > threshold)."""
-    order = np.argsort(-scores, kind="stable")
-    boxes = boxes[order]
-    x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1) * (y2 - y1)
-    suppressed = np.zeros(len(order), dtype=bool)
-    keep = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        rest = np.arange(i + 1, len(order))
-        rest = rest[~suppressed[rest]]
-        if rest.size == 0:
-            break
-        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        ovr = inter / (areas[i] + areas[rest] - inter)
-        suppressed[rest[ovr.astype(np.float64) > iou_threshold]] = True
-    return order[np.asarray(keep, dtype=np.int64)]
-
-
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """torchvision.ops.batched_nms (NMS per value of ``idxs``), including its choice between the
-    coordinate-offset trick (up to 1000 boxes) and one NMS per class, so that float rounding
-    matches too. Indices kept, by decreasing score."""
-    if boxes.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    if boxes.size > 4000:
-        keep_mask = np.zeros(len(scores), dtype=bool)
-        for c in np.unique(idxs):
-            where = np.nonzero(idxs == c)[0]
-            keep_mask[where[nms(boxes[where], scores[where], iou_threshold)]] = True
-        keep = np.nonzero(keep_mask)[0]
-        return keep[np.argsort(-scores[keep], kind="stable")]
-    offsets = idxs.astype(np.float32) * (boxes.max() + np.float32(1))
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
-
-
-# --- masks -----------------------------------------------------------------------------------------
-
-def _sample_weights(coord: np.ndarray, size: int) -> np.ndarray:
-    """(K, L) grid_sample coordinates (align_corners=False, zero padding) -> (K, L, size) bilinear
-    weights over the ``size`` source positions."""
-    ix = ((coord + np.float32(1)) * np.float32(size) - np.float32(1)) / np.float32(2)
-    i0 = np.floor(ix)
-    w1 = ix - i0
-    w0 = (i0 + np.float32(1)) - ix
-    i0 = i0.astype(np.int64)
-    out = np.zeros(coord.shape + (size,), dtype=np.float32)
-    k, l = np.indices(coord.shape)
-    for idx, wt in ((i0, w0), (i0 + 1, w1)):
-        ok = (idx >= 0) & (idx < size)
-        out[k[ok], l[ok], idx[ok]] = wt[ok]
-    return out
-
-
-def paste_masks_in_frame(masks: np.ndarray, boxes: np.ndarray, frame: tuple[int, int, int, int]) -> np.ndarray:
-    """fcis.models.mask_paste.paste_masks_in_frame: (K, P, P) masks over (K, 4) boxes, bilinear,
-    zero outside the box -> (K, y1 - y0, x1 - x0) in the pixel window ``frame``."""
-    x0, y0, x1, y1 = frame
-    k = masks.shape[0]
-    if k == 0 or x1 <= x0 or y1 <= y0:
-        return np.zeros((k, max(y1 - y0, 0), max(x1 - x0, 0)), dtype=np.float32)
-    wx, wy = _frame_weights(masks, boxes, frame)
-    return np.matmul(np.matmul(wy, masks), wx.transpose(0, 2, 1))
-
-
-def _frame_weights(masks: np.ndarray, boxes: np.ndarray, frame: tuple[int, int, int, int]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear weights of the frame's columns (K, w', P) and rows (K, h', P) over each mask's grid;
-    pasted = wy @ mask @ wx.T (grid_sample's arithmetic, separated by axis)."""
-    x0, y0, x1, y1 = frame
-    xs = np.arange(x0, x1, dtype=np.float32) + np.float32(0.5)
-    ys = np.arange(y0, y1, dtype=np.float32) + np.float32(0.5)
-    w = np.maximum(boxes[:, 2] - boxes[:, 0], np.float32(1e-3))
-    h = np.maximum(boxes[:, 3] - boxes[:, 1], np.float32(1e-3))
-    gx = (xs[None, :] - boxes[:, 0:1]) / w[:, None] * np.float32(2) - np.float32(1)
-    gy = (ys[None, :] - boxes[:, 1:2]) / h[:, None] * np.float32(2) - np.float32(1)
-    return _sample_weights(gx, masks.shape[-1]), _sample_weights(gy, masks.shape[-2])
-
-
-def vote_in_frame(masks: np.ndarray, boxes: np.ndarray, weights: np.ndarray,
-                  frame: tuple[int, int, int, int]) -> np.ndarray:
-    """The weighted average of :func:`paste_masks_in_frame` over the K masks, (h', w'), as one
-    matrix product: [w_k · wy_k @ mask_k]_k (h', K·P) @ [wx_k.T]_k (K·P, w')."""
-    x0, y0, x1, y1 = frame
-    k, p = masks.shape[0], masks.shape[-1]
-    if k == 0 or x1 <= x0 or y1 <= y0:
-        return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=np.float32)
-    wx, wy = _frame_weights(masks, boxes, frame)
-    left = np.matmul(wy, masks) * weights[:, None, None]                   # (K, h', P)
-    left = left.transpose(1, 0, 2).reshape(y1 - y0, k * p)
-    right = wx.transpose(0, 2, 1).reshape(k * p, x1 - x0)
-    return (left @ right) / max(weights.sum(dtype=np.float32), np.float32(1e-12))
-
-
-def _frame(boxes: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
-    return (max(int(math.floor(float(boxes[:, 0].min()))), 0), max(int(math.floor(float(boxes[:, 1].min()))), 0),
-            min(int(math.ceil(float(boxes[:, 2].max()))), width), min(int(math.ceil(float(boxes[:, 3].max()))), height))
-
+# --- post-processing -----------------------------------------------------------------------------
 
 def postprocess(boxes: np.ndarray, class_probs: np.ndarray, mask_probs: np.ndarray, image_size: tuple[int, int],
                 cfg: dict[str, Any], score_threshold: float = 0.0, *, binary: bool = False) -> dict[str, np.ndarray]:
@@ -215,20 +72,11 @@ def _postprocess(boxes, class_probs, mask_probs, image_size, cfg, score_threshol
     det_boxes = boxes[cand].copy()
     masks = np.zeros((len(cand), height, width), dtype=bool if binary else np.float32)
     voting = bool(cfg["mask_voting"])
-    overlaps = box_iou(det_boxes, boxes) if voting and len(cand) else None
     threshold = np.float32(cfg["mask_threshold"])
-    for n in range(len(cand)):
-        c = int(labels[n])
-        if voting:
-            members = np.nonzero((overlaps[n] >= np.float32(cfg["voting_iou"]))
-                                 & (class_probs[:, c] > np.float32(cfg["score_thresh"])))[0]
-            if members.size == 0:
-                members = np.array([int(np.argmax(overlaps[n]))])
-        else:
-            members = np.array([int(cand[n])])
-        member_boxes = boxes[members]
-        x0, y0, x1, y1 = _frame(np.concatenate([member_boxes, det_boxes[n:n + 1]]), height, width)
-        voted = vote_in_frame(mask_probs[members, c], member_boxes, class_probs[members, c], (x0, y0, x1, y1))
+    frames = voted_masks_in_frames(boxes[cand], labels, boxes, class_probs, mask_probs, (height, width),
+                                   iou=float(cfg["voting_iou"]), min_score=float(cfg["score_thresh"]),
+                                   voting=voting, kept_index=cand)
+    for n, ((x0, y0, x1, y1), voted) in enumerate(frames):
         inside = voted >= threshold
         if binary and threshold <= 0:
             masks[n] = True
@@ -279,6 +127,10 @@ class OnnxPredictor:
         self.class_names = list(self.meta["class_names"])
         self.label_to_cat_id = {int(k): int(v) for k, v in self.meta["label_to_cat_id"].items()}
         self.mask_threshold = float(self.config["mask_threshold"])
+        # The graph's geometry as the exporter measured it (None in files written before they were stored).
+        self.size_divisible = self.meta.get("size_divisible")
+        self.rpn_stride = self.meta.get("rpn_stride")
+        self.feature_stride = self.meta.get("feature_stride")
         self.score_threshold = float(score_threshold)
 
     @classmethod

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fcis.engine.amp import autocast, check_amp
-from fcis.engine.checkpoint import load_model, resolve_device
-from fcis.engine.errors import InputError
+from fcis.runtime.amp import autocast, check_amp
+from fcis.runtime.device import resolve_device
+from fcis.runtime.errors import InputError
 
 from .image_input import load_image_array
 
@@ -62,6 +62,8 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         score_threshold: float = 0.5, amp: bool = False, amp_dtype: str = "bf16") -> "Predictor":
+        from fcis.engine.checkpoint import load_model  # checkpoints are the training engine's format
+
         model, meta = load_model(path, device)
         names = meta["class_names"] or [str(i + 1) for i in range(model.config.num_classes)]
         return cls(model, names, device=device, score_threshold=score_threshold,

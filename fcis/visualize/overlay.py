@@ -1,4 +1,9 @@
-"""Overlay instance masks, boxes and "name score" labels on an image."""
+"""Overlay instance masks, boxes and "name score" labels on an image.
+
+NumPy and Pillow only (no torch), so that ``fcis predict --onnx`` draws without PyTorch; the
+pixels are those of torchvision's ``draw_segmentation_masks`` and ``draw_bounding_boxes``
+(``fill_labels=True``) with the same colours (tests/test_deploy.py compares them).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,7 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from PIL import Image
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["draw_predictions", "instance_colors"]
 
@@ -24,56 +27,83 @@ def instance_colors(n: int) -> list[tuple[int, int, int]]:
     return colors
 
 
-def _uint8_image(image: Any) -> torch.Tensor:
+def _numpy(x: Any) -> np.ndarray:
+    """A NumPy array of ``x`` (torch tensors are recognised without importing torch)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _uint8_image(image: Any) -> np.ndarray:
+    """``uint8[H, W, 3]`` from a path, a PIL image, an ``HxW``/``HxWx3`` array (uint8 or float in
+    [0, 1]) or a ``3xHxW`` tensor."""
     if isinstance(image, (str, os.PathLike)):
         with Image.open(image) as im:
             image = im.convert("RGB")
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.dtype != np.uint8:
-            image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-        image = torch.from_numpy(np.ascontiguousarray(image[:, :, :3].transpose(2, 0, 1)))
-    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        return np.asarray(image.convert("RGB")).copy()
+    if hasattr(image, "detach"):                                        # a 3xHxW tensor
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError("image must be a path, PIL image, HxWx3 array or 3xHxW tensor")
+        array = _numpy(image)
+        if array.dtype != np.uint8:
+            array = np.round(np.clip(array.astype(np.float32), 0, 1) * np.float32(255)).astype(np.uint8)
+        return np.ascontiguousarray(array.transpose(1, 2, 0))
+    if not isinstance(image, np.ndarray):
         raise ValueError("image must be a path, PIL image, HxWx3 array or 3xHxW tensor")
-    image = image.detach().cpu()
-    if image.dtype != torch.uint8:
-        image = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return image
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise ValueError("image must be a path, PIL image, HxWx3 array or 3xHxW tensor")
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def _blend_masks(canvas: np.ndarray, masks: np.ndarray, colors: Sequence[tuple[int, int, int]],
+                 alpha: float) -> np.ndarray:
+    """torchvision's draw_segmentation_masks: each mask painted in its colour (pixels of several
+    masks black), then ``image · (1 - alpha) + painted · alpha`` in float32, truncated to uint8."""
+    painted = canvas.copy()
+    for mask, color in zip(masks, colors):
+        painted[mask] = color
+    painted[masks.sum(0) > 1] = 0
+    out = canvas.astype(np.float32) * np.float32(1 - alpha) + painted.astype(np.float32) * np.float32(alpha)
+    return out.astype(np.uint8)
 
 
 def draw_predictions(image: Any, prediction: dict[str, Any], class_names: Sequence[str] | None = None, *,
                      alpha: float = 0.5, box_width: int = 2, mask_threshold: float = 0.5,
                      draw_boxes: bool = True) -> Image.Image:
     """Draw ``prediction`` (``boxes`` xyxy, ``labels``, ``scores``, ``masks`` ``[N, H, W]`` or
-    ``[N, 1, H, W]``, bool or probabilities cut at ``mask_threshold``) on ``image``.
+    ``[N, 1, H, W]``, bool or probabilities cut at ``mask_threshold``; NumPy arrays or tensors)
+    on ``image``.
 
     Each instance gets its own colour; labels read ``"name 0.93"`` where ``name`` is
     ``prediction["class_names"][i]``, else ``class_names[label - 1]``, else the label number.
     Returns an RGB PIL image of the input's size.
     """
     canvas = _uint8_image(image)
-    boxes = torch.as_tensor(prediction.get("boxes", torch.zeros(0, 4))).detach().cpu().float().reshape(-1, 4)
+    boxes = _numpy(prediction.get("boxes", np.zeros((0, 4)))).astype(np.float32).reshape(-1, 4)
     n = boxes.shape[0]
     if n == 0:
-        return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+        return Image.fromarray(canvas)
     colors = instance_colors(n)
     masks = prediction.get("masks")
     if masks is not None:
-        masks = torch.as_tensor(masks).detach().cpu()
+        masks = _numpy(masks)
         if masks.ndim == 4:
             masks = masks[:, 0]
-        if masks.dtype != torch.bool:
-            masks = masks >= mask_threshold
-        if masks.shape[-2:] != canvas.shape[-2:]:
-            raise ValueError(f"masks are {tuple(masks.shape[-2:])} but the image is {tuple(canvas.shape[-2:])}")
-        canvas = draw_segmentation_masks(canvas, masks, alpha=alpha, colors=colors)
+        masks = masks if masks.dtype == np.bool_ else masks >= mask_threshold
+        if masks.shape[-2:] != canvas.shape[:2]:
+            raise ValueError(f"masks are {tuple(masks.shape[-2:])} but the image is {tuple(canvas.shape[:2])}")
+        if len(masks):
+            canvas = _blend_masks(canvas, masks, colors, alpha)
+    out = Image.fromarray(canvas)
     if draw_boxes:
-        labels = torch.as_tensor(prediction.get("labels", torch.zeros(n, dtype=torch.int64))).reshape(-1).tolist()
+        labels = _numpy(prediction.get("labels", np.zeros(n, dtype=np.int64))).reshape(-1).tolist()
         scores = prediction.get("scores")
-        scores = torch.as_tensor(scores).reshape(-1).tolist() if scores is not None else [None] * n
+        scores = _numpy(scores).reshape(-1).tolist() if scores is not None else [None] * n
         names = prediction.get("class_names")
         texts = []
         for i in range(n):
@@ -84,11 +114,22 @@ def draw_predictions(image: Any, prediction: dict[str, Any], class_names: Sequen
             else:
                 name = str(int(labels[i]))
             texts.append(name if scores[i] is None else f"{name} {scores[i]:.2f}")
-        h, w = canvas.shape[-2:]
-        boxes = boxes.clone()
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
-        # label text on a filled tag of the instance colour, readable on any background
-        canvas = draw_bounding_boxes(canvas, boxes, labels=texts, colors=colors, width=box_width,
-                                     fill_labels=True, label_colors="white")
-    return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+        h, w = canvas.shape[:2]
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h - 1)
+        _draw_boxes(out, boxes.astype(np.int64).tolist(), texts, colors, box_width)
+    return out
+
+
+def _draw_boxes(image: Image.Image, boxes: list[list[int]], texts: list[str],
+                colors: Sequence[tuple[int, int, int]], width: int) -> None:
+    """torchvision's draw_bounding_boxes(fill_labels=True, label_colors="white"), in place: the
+    box outline, then the label text in white on a tag of the box's colour at its top left."""
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    margin = width + 1
+    for box, text, color in zip(boxes, texts, colors):
+        draw.rectangle(box, width=width, outline=color, fill=None)
+        left, top, right, bottom = draw.textbbox((box[0] + margin, box[1] + margin), text, font=font)
+        draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=color)
+        draw.text((box[0] + margin, box[1] + margin), text, fill=(255, 255, 255), font=font)

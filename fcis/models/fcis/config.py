@@ -1,4 +1,4 @@
-"""Typed configuration of FCIS. Every default is the paper's value (DESIGN.md §1) unless noted."""
+"""Typed configuration of FCIS. Every default is the paper's value (docs/ARCHITECTURE.md §5.1) unless noted."""
 
 from __future__ import annotations
 

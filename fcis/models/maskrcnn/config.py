@@ -1,4 +1,4 @@
-"""Typed configuration of Mask R-CNN (torchvision's). Defaults are torchvision's (DESIGN.md §3)."""
+"""Typed configuration of Mask R-CNN (torchvision's). Defaults are torchvision's (docs/ARCHITECTURE.md §5.3)."""
 
 from __future__ import annotations
 
