@@ -142,8 +142,10 @@ def test_a_nonfinite_step_leaves_the_model_exactly_as_it_was(fault):
         assert torch.equal(v, before[k]), k  # weights and BatchNorm statistics untouched
 
 
-def test_diverged_run_fails_without_a_good_checkpoint(shapes, tmp_path, capsys):
+def test_diverged_run_fails_without_a_good_checkpoint(shapes, trained, tmp_path, capsys):
     out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(trained / "last.pt", out / "best.pt")  # an earlier run's: must not pass for this one's
     rc = main(_train_argv(shapes, out, "--lr", "1e6", "--iterations", "6"))
     err = _stderr_error(capsys)
     assert rc == 1 and "NaN/inf" in err and "nonfinite.pt" in err

@@ -13,10 +13,10 @@ Files written to ``output_dir``:
 - ``nonfinite.pt``: the state of a run stopped because it diverged (NaN/inf), for inspection.
 
 When a checkpoint and a validation fall on the same iteration, ``last.pt`` is written first, so
-that a validation that crashes (or is killed) loses no training. A validation that raises is
-reported (log, progress bar) and switches validation off for the rest of the run; the run
-trains to the end, writes its checkpoints and ``summary.json`` (``validation_error``), then
-raises :class:`TrainingError`. A NaN/inf step changes nothing in the model (see
+that a validation that crashes (or is killed) loses no training. In a single process, a
+validation that raises is reported (log, progress bar) and switches validation off for the rest
+of the run; the run trains to the end, writes its checkpoints and ``summary.json``
+(``validation_error``), then raises :class:`TrainingError` (a distributed run stops at once). A NaN/inf step changes nothing in the model (see
 :func:`fcis.engine.step.train_step`); a run that ends in NaN/inf steps, or whose weights became
 NaN/inf, raises :class:`TrainingError` without writing them to ``last.pt``/``best.pt``.
 
@@ -153,9 +153,6 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     elif last_path.exists() and not overwrite:
         raise CheckpointError(f"{last_path} already exists: resume it (--resume), or pick another "
                               "output folder (or pass --overwrite)")
-    elif main:  # a fresh run: no checkpoint of an earlier run in this folder may pass for one of this run
-        for stale in (last_path, best_path, output_dir / "nonfinite.pt"):
-            stale.unlink(missing_ok=True)
     device = ctx.device if ctx is not None else resolve_device(cfg.device)
     amp_dtype = check_amp(cfg.amp, cfg.amp_dtype, device)
 
@@ -234,6 +231,9 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     log = None
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:  # a fresh run: no checkpoint of an earlier run here may pass for one of this run
+            for stale in (last_path, best_path, output_dir / "nonfinite.pt"):
+                stale.unlink(missing_ok=True)
         write_json(output_dir / "config.json", run)
         log = RunLog(output_dir, start_iter)
 
@@ -327,6 +327,8 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
                 try:
                     metrics = validate(model, val_ds, device, progress and main, amp_dtype)
                 except Exception as e:  # noqa: BLE001 - reported, and raised at the end of the run
+                    if ctx is not None:  # the other processes wait in validation's collectives: stop
+                        raise
                     validation_error = (f"validation at iteration {it} failed ({type(e).__name__}: "
                                         f"{' '.join(str(e).split())[:300]})")
                     val_ds = None  # no more validation in this run
