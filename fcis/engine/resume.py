@@ -80,7 +80,8 @@ def resume_config(ckpt: dict, cfg: TrainConfig, path: Path, explicit: Collection
         if key not in now:
             continue
         if key in RESULT_FIELDS and key in old and not _same(key, old, now, world):
-            contradictions.append(f"--{key.replace('_', '-')} {_show(now[key])} (the checkpoint has {_show(old[key])})")
+            had = _show(old[key]) if old[key] is not None or key != "lr" else f"the default, {_rate(old, world):g}"
+            contradictions.append(f"--{key.replace('_', '-')} {_show(now[key])} (the checkpoint has {had})")
         merged[key] = now[key]
     if contradictions:
         raise CheckpointError(f"{path}: a resumed run keeps the configuration it started with, but "
@@ -91,10 +92,12 @@ def resume_config(ckpt: dict, cfg: TrainConfig, path: Path, explicit: Collection
 
 def _same(key: str, old: dict, now: dict, world: int) -> bool:
     if key == "lr":  # None means the default rule: compare the rates it gives
-        def rate(d):
-            return d["lr"] if d.get("lr") is not None else TrainConfig(batch_size=d.get("batch_size", 1)).resolved_lr(world)
-        return abs(rate(old) - rate(now)) <= 1e-12 * max(abs(rate(old)), 1.0)
+        return abs(_rate(old, world) - _rate(now, world)) <= 1e-12 * max(abs(_rate(old, world)), 1.0)
     return _norm(old[key]) == _norm(now[key])
+
+
+def _rate(cfg: dict, world: int) -> float:
+    return cfg["lr"] if cfg.get("lr") is not None else TrainConfig(batch_size=cfg.get("batch_size", 1)).resolved_lr(world)
 
 
 def _show(v) -> str:
