@@ -270,19 +270,28 @@ def test_resume_without_the_original_flags(shapes, trained, tmp_path, capsys):
 # --- smaller items ---------------------------------------------------------------------------------
 
 
-def test_checkpoint_of_another_model_names_the_file(trained, tmp_path):
-    from fcis.models import BUILDERS
+def test_checkpoint_of_another_model_names_the_file(shapes, trained, tmp_path, capsys):
+    from dataclasses import asdict
 
-    other = BUILDERS["maskrcnn_resnet18_fpn"](num_classes=3)
-    path = tmp_path / "mislabelled.pt"  # Mask R-CNN weights and config under an FCIS model name
-    save_checkpoint(path, model=other.state_dict(), model_name=MODEL, model_config=other.config.to_dict())
-    with pytest.raises(CheckpointError, match=r"mislabelled\.pt"):
+    from fcis.models.maskrcnn.config import MaskRCNNConfig
+
+    path = tmp_path / "mislabelled.pt"  # a Mask R-CNN configuration under an FCIS model name
+    save_checkpoint(path, model={"w": torch.zeros(1)}, model_name=MODEL,
+                    model_config=asdict(MaskRCNNConfig(num_classes=3)))
+    with pytest.raises(CheckpointError, match=r"mislabelled\.pt.*another model"):
         load_model(path)
     state = load_checkpoint(trained / "last.pt")
-    path2 = tmp_path / "wrong_weights.pt"  # FCIS config, Mask R-CNN weights
-    save_checkpoint(path2, model=other.state_dict(), model_name=MODEL, model_config=state["model_config"])
+    path2 = tmp_path / "wrong_weights.pt"  # an FCIS configuration, weights of something else
+    save_checkpoint(path2, model={"w": torch.zeros(1)}, model_name=MODEL, model_config=state["model_config"])
     with pytest.raises(CheckpointError, match=r"wrong_weights\.pt"):
         load_model(path2)
+    run = _copy_run(trained, tmp_path / "run")  # and on --resume
+    save_checkpoint(run / "last.pt", **dict({k: v for k, v in state.items() if k not in ("format", "version", "saved_at")},
+                                            model_config=asdict(MaskRCNNConfig(num_classes=3))))
+    assert main(["train", "--model", MODEL, "--train", str(shapes["train"]), "--output", str(run), "--resume",
+                 "--iterations", "3", "--no-progress"]) == 2
+    err = _stderr_error(capsys)
+    assert "last.pt" in err and "another model" in err
 
 
 def test_images_skipped_in_a_dataloader_worker_are_counted(shapes, tmp_path):
