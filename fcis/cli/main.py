@@ -66,13 +66,14 @@ def cmd_train(args: argparse.Namespace) -> int:
               "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
               "on_bad_sample": args.on_bad_sample, "warmup_iters": args.warmup_iters,
               "clip_grad_norm": args.clip_grad_norm, "hflip_prob": args.hflip_prob,
-              "amp": args.amp or None, "amp_dtype": args.amp_dtype,
+              "amp": args.amp or None, "amp_dtype": args.amp_dtype if args.amp else None,
               "find_unused_parameters": args.find_unused_parameters or None}
-    cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    given = {k: v for k, v in fields.items() if v is not None}  # on --resume the rest comes from last.pt
+    cfg = TrainConfig(**given)
     summary = train(args.model, args.train, args.val, args.output, cfg, model_overrides=_parse_set(args.set),
                     resume=args.resume, image_root=args.image_root,
                     weights_backbone=_weights_arg(args.weights_backbone), overwrite=args.overwrite,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, explicit=list(given))
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return 0
     if summary["metrics"]:

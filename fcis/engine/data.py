@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -99,12 +99,42 @@ class SeededSamples(Dataset):
                 np.random.set_state(np_state)
 
 
+class _Keyed(Dataset):
+    """Item ``key`` of ``samples`` as ``(key, sample)``, so that the batch says which were skipped."""
+
+    def __init__(self, samples: Dataset) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        return key, self.samples[key]
+
+
+class _CollateNotingSkips:
+    """``collate_fn`` of ``(key, sample)`` items: ``(collate_fn(samples), [index of each None sample])``.
+
+    A sample is None when the dataset skipped it (an unreadable image); counting them here, in
+    the main process, also counts those that DataLoader workers skipped in their own copies of
+    the dataset."""
+
+    def __init__(self, collate_fn) -> None:
+        self.collate_fn = collate_fn or default_collate
+
+    def __call__(self, batch):
+        skipped = [key[1] for key, sample in batch if sample is None]
+        return self.collate_fn([sample for _, sample in batch]), skipped
+
+
 class TrainStream:
     """Endless ``(images, targets)`` batches with a checkpointable position.
 
     ``state()`` is ``{"epoch", "batch"}`` of the next (global) batch to be returned; a stream
     built with that state (and the same ``world_size``) continues exactly where this one stood.
     With ``world_size > 1`` it returns process ``rank``'s shard of each global batch.
+    :attr:`skipped` holds the dataset indices of the samples that came back None (skipped by
+    the dataset, in this process or a DataLoader worker).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, *, workers: int = 0,
@@ -115,8 +145,9 @@ class TrainStream:
         self.per_epoch = batches_per_epoch(len(dataset), batch_size * world_size)
         sampler = ResumableBatchSampler(len(dataset), batch_size, seed, self.epoch, self.batch,
                                         rank=rank, world_size=world_size)
-        self.loader = DataLoader(SeededSamples(dataset, seed), batch_sampler=sampler, num_workers=workers,
-                                 collate_fn=collate_fn, pin_memory=pin_memory,
+        self.skipped: set[int] = set()
+        self.loader = DataLoader(_Keyed(SeededSamples(dataset, seed)), batch_sampler=sampler, num_workers=workers,
+                                 collate_fn=_CollateNotingSkips(collate_fn), pin_memory=pin_memory,
                                  # its own generator: creating the iterator must not draw from
                                  # the global RNG, or a resumed run would diverge
                                  generator=torch.Generator().manual_seed(seed))
@@ -126,7 +157,8 @@ class TrainStream:
         return {"epoch": self.epoch, "batch": self.batch}
 
     def next(self):
-        batch = next(self._it)
+        batch, skipped = next(self._it)
+        self.skipped.update(skipped)
         self.batch += 1
         if self.batch >= self.per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0

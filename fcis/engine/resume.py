@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from .checkpoint import set_rng_state
 from .config import TrainConfig
 from .errors import CheckpointError
 
-#: Fields of TrainConfig that change the result; a resume with different values warns.
+#: Fields of TrainConfig that change the result: a resumed run keeps the checkpoint's values, and
+#: asking for another one is an error (see :func:`resume_config`).
 RESULT_FIELDS = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_iters", "warmup_factor",
                  "lr_steps", "gamma", "clip_grad_norm", "seed", "hflip_prob", "min_size", "max_size",
                  "on_bad_sample", "amp", "amp_dtype", "sync_bn")
@@ -57,25 +59,73 @@ def restore_rng(ckpt: dict, rank: int, world: int, seed: int) -> None:
         seed_rank(seed, rank)
 
 
+def resume_config(ckpt: dict, cfg: TrainConfig, path: Path, explicit: Collection[str] | None = None,
+                  world: int = 1) -> TrainConfig:
+    """The configuration of a resumed run: the checkpoint's ``train_config``, with the fields
+    named in ``explicit`` (those the caller set on purpose, e.g. the flags given on the command
+    line; None: the fields of ``cfg`` that differ from ``TrainConfig()``'s) taken from ``cfg``.
+
+    Fields outside ``RESULT_FIELDS`` (``iterations``, ``device``, ``workers``, the log, eval
+    and checkpoint periods, ...) may change; an explicit value of a ``RESULT_FIELDS`` field
+    that contradicts the checkpoint raises one ``CheckpointError`` naming the flags and ``path``.
+    Fields the checkpoint lacks (written by an older fcis) keep ``cfg``'s values."""
+    now = cfg.to_dict()
+    if explicit is None:
+        default = TrainConfig().to_dict()
+        explicit = [k for k in now if _norm(now[k]) != _norm(default[k])]
+    old = {k: v for k, v in dict(ckpt["train_config"]).items() if k in now}
+    merged = {**now, **old}
+    contradictions = []
+    for key in explicit:
+        if key not in now:
+            continue
+        if key in RESULT_FIELDS and key in old and not _same(key, old, now, world):
+            had = _show(old[key]) if old[key] is not None or key != "lr" else f"the default, {_rate(old, world):g}"
+            contradictions.append(f"--{key.replace('_', '-')} {_show(now[key])} (the checkpoint has {had})")
+        merged[key] = now[key]
+    if contradictions:
+        raise CheckpointError(f"{path}: a resumed run keeps the configuration it started with, but "
+                              f"{'; '.join(contradictions)}; drop the flag(s), or start a new run "
+                              "in another --output")
+    return TrainConfig.from_dict(merged)
+
+
+def _same(key: str, old: dict, now: dict, world: int) -> bool:
+    if key == "lr":  # None means the default rule: compare the rates it gives
+        return abs(_rate(old, world) - _rate(now, world)) <= 1e-12 * max(abs(_rate(old, world)), 1.0)
+    return _norm(old[key]) == _norm(now[key])
+
+
+def _rate(cfg: dict, world: int) -> float:
+    return cfg["lr"] if cfg.get("lr") is not None else TrainConfig(batch_size=cfg.get("batch_size", 1)).resolved_lr(world)
+
+
+def _show(v) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+
 def check_resumable(ckpt: dict, model_name: str, cfg: TrainConfig, path: Path, world: int = 1,
-                    warn: bool = True) -> None:
+                    warn: bool = True, explicit: Collection[str] | None = None) -> TrainConfig:
     """Raise ``CheckpointError`` when ``ckpt`` cannot continue this run; warn when a setting that
-    changes the result (``RESULT_FIELDS``, the process count) differs from the checkpoint's."""
+    changes the result (the process count) differs from the checkpoint's. Returns the run's
+    configuration, :func:`resume_config` of ``cfg`` and ``explicit``."""
     if ckpt["model_name"] != model_name:
         raise CheckpointError(f"{path} was trained as {ckpt['model_name']!r}, not {model_name!r}")
     for key in ("optimizer", "scheduler", "iteration", "rng", "dataset", "train_config"):
         if key not in ckpt:
             raise CheckpointError(f"{path} cannot be resumed: it lacks {key!r}")
+    cfg = resume_config(ckpt, cfg, path, explicit, world)
     old = ckpt["train_config"]
     now = cfg.to_dict()
     changed = [f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in RESULT_FIELDS
-               if k in old and _norm(old[k]) != _norm(now[k])]
+               if k in old and not _same(k, old, now, world)]
     old_world = int(ckpt.get("world_size", 1))
     if old_world != world:
         changed.append(f"processes (WORLD_SIZE): {old_world} -> {world}")
     if changed and warn:
         warnings.warn(f"resuming {path} with a different configuration ({'; '.join(changed)}); "
                       "the result will differ from an uninterrupted run", stacklevel=3)
+    return cfg
 
 
 def _norm(v):

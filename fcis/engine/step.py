@@ -34,8 +34,10 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, world_si
 def train_step(model, optimizer, params, images, targets, device, clip_grad_norm=None, *,
                amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None
                ) -> tuple[dict[str, float], bool]:
-    """One SGD step. Returns ``(losses as floats incl. "loss", finite)``; a NaN/inf loss (or
-    gradient norm when clipping without a scaler) skips the update.
+    """One SGD step. Returns ``(losses as floats incl. "loss", finite)``; a NaN/inf loss (or,
+    without a float16 scaler, a NaN/inf gradient) skips the step and leaves the model exactly as
+    it was: no update, and the buffers the forward pass changed (BatchNorm running statistics)
+    restored.
 
     The losses are averaged over the processes of a distributed run before they are looked at:
     a NaN/inf on any process makes the mean non-finite everywhere, so every process skips the
@@ -46,6 +48,7 @@ def train_step(model, optimizer, params, images, targets, device, clip_grad_norm
     """
     images = [im.to(device, non_blocking=True) for im in images]
     targets = [_to_device(t, device) for t in targets]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]  # small: BatchNorm statistics
     with autocast(device, amp_dtype):
         loss_dict = model(images, targets)
     if not loss_dict:
@@ -57,6 +60,7 @@ def train_step(model, optimizer, params, images, targets, device, clip_grad_norm
     losses["loss"] = mean[0]
     optimizer.zero_grad(set_to_none=True)
     if not math.isfinite(losses["loss"]):
+        _restore(buffers)
         return losses, False
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
@@ -73,9 +77,28 @@ def train_step(model, optimizer, params, images, targets, device, clip_grad_norm
         if not torch.isfinite(norm):
             optimizer.zero_grad(set_to_none=True)
             losses["grad_norm"] = float(norm)
+            _restore(buffers)
             return losses, False
+    elif not _grads_finite(params):  # a finite loss can still give inf gradients
+        optimizer.zero_grad(set_to_none=True)
+        losses["grad_norm"] = float("inf")
+        _restore(buffers)
+        return losses, False
     optimizer.step()
     return losses, True
+
+
+def _restore(buffers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for buf, saved in buffers:
+            buf.copy_(saved)
+
+
+def _grads_finite(params: list[torch.nn.Parameter]) -> bool:
+    """Whether every gradient is finite (the same answer on every process: after DDP's all-reduce
+    the gradients are the same)."""
+    flags = [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def validate(model, dataset, device, progress: bool, amp_dtype: torch.dtype | None = None) -> dict:

@@ -9,11 +9,21 @@ Files written to ``output_dir``:
   "sec_per_iter"}`` every ``log_every`` iterations, ``{"iteration", "nonfinite": true, ...}``
   for a skipped step and ``{"iteration", "metrics"}`` after each validation;
 - ``metrics.json``: the last validation; ``config.json``: the run's configuration;
-- ``tb/``: TensorBoard events, when ``torch.utils.tensorboard`` can be imported.
+- ``tb/``: TensorBoard events, when ``torch.utils.tensorboard`` can be imported;
+- ``nonfinite.pt``: the state of a run stopped because it diverged (NaN/inf), for inspection.
+
+When a checkpoint and a validation fall on the same iteration, ``last.pt`` is written first, so
+that a validation that crashes (or is killed) loses no training. In a single process, a
+validation that raises is reported (log, progress bar) and switches validation off for the rest
+of the run; the run trains to the end, writes its checkpoints and ``summary.json``
+(``validation_error``), then raises :class:`TrainingError` (a distributed run stops at once). A NaN/inf step changes nothing in the model (see
+:func:`fcis.engine.step.train_step`); a run that ends in NaN/inf steps, or whose weights became
+NaN/inf, raises :class:`TrainingError` without writing them to ``last.pt``/``best.pt``.
 
 Resuming (``resume=True``) reloads ``output_dir/last.pt`` (weights, optimizer, scheduler,
 iteration, RNG states and the data position) and continues as if never stopped: N iterations in
-one go and N/2 + N/2 resumed give the same parameters. Augmentation randomness is seeded per
+one go and N/2 + N/2 resumed give the same parameters. The resumed run takes its configuration
+from the checkpoint; see :func:`fcis.engine.resume.resume_config` for what may change. Augmentation randomness is seeded per
 sample (see :mod:`fcis.engine.data`), so this holds with DataLoader workers too.
 
 Distributed data parallel (``torchrun --nproc_per_node N -m fcis train ...``; see
@@ -38,8 +48,10 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 import warnings
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +63,8 @@ from ..evaluation.report import pct
 from ..json_io import write_json
 from . import distributed as dist_utils
 from .amp import check_amp, make_grad_scaler
-from .checkpoint import get_rng_state, load_checkpoint, resolve_device, save_checkpoint
+from .checkpoint import (build_from_checkpoint, get_rng_state, load_checkpoint, nonfinite_tensors, resolve_device,
+                         save_checkpoint)
 from .config import TrainConfig
 from .data import TrainStream
 from .errors import CheckpointError, TrainingError
@@ -67,7 +80,8 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
           output_dir: str | os.PathLike, cfg: TrainConfig | None = None, *,
           model_overrides: dict[str, Any] | None = None, resume: bool = False,
           image_root: str | os.PathLike | None = None, weights_backbone: Any = None,
-          overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+          overwrite: bool = False, progress: bool = True, explicit: Collection[str] | None = None
+          ) -> dict[str, Any]:
     """Train ``model_name`` (a key of ``fcis.models.BUILDERS``) on a COCO instances JSON.
 
     Args:
@@ -83,6 +97,9 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
         weights_backbone: passed to the builder (torchvision weights enum or state-dict path).
         overwrite: allow a fresh run in a folder that already holds ``last.pt``.
         progress: show a tqdm bar (loss, lr, ETA); rank 0 only in a distributed run.
+        explicit: on resume, the names of the fields of ``cfg`` the caller set on purpose (the
+            CLI: the flags given); the others come from the checkpoint, and an explicit one that
+            contradicts it is an error. None: the fields that differ from ``TrainConfig()``.
 
     Under ``torchrun`` (its ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` variables set) every process
     calls this; it joins the process group (and leaves it at the end if it created it), see
@@ -92,22 +109,26 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
     Returns a summary dict: ``iterations``, ``start_iteration``, ``losses`` (mean of the last
     log window, averaged over the processes), ``lr``, ``metrics`` (last validation or None),
     ``best_metric``, ``best_iteration``, ``last_checkpoint``, ``best_checkpoint``,
-    ``nonfinite_steps``, ``bad_samples`` (of this process), ``time_s``, ``output_dir``,
-    ``world_size``.
+    ``nonfinite_steps``, ``bad_samples`` (of this process: dropped annotations and skipped
+    images, also those skipped in DataLoader workers), ``skipped_images``, ``time_s``,
+    ``output_dir``, ``world_size``, ``validation_error`` (None, or why validation failed; the
+    run then raises :class:`TrainingError` after writing everything).
     """
     cfg = cfg or TrainConfig()
     ctx = dist_utils.init_distributed(cfg.device)
     try:
         return _train(model_name, train_json, val_json, Path(output_dir), cfg, ctx,
                       model_overrides=dict(model_overrides or {}), resume=resume, image_root=image_root,
-                      weights_backbone=weights_backbone, overwrite=overwrite, progress=progress)
+                      weights_backbone=weights_backbone, overwrite=overwrite, progress=progress,
+                      explicit=explicit)
     finally:
         dist_utils.cleanup(ctx)
 
 
 def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainConfig,
            ctx: dist_utils.DistContext | None, *, model_overrides: dict[str, Any], resume: bool, image_root,
-           weights_backbone: Any, overwrite: bool, progress: bool) -> dict[str, Any]:
+           weights_backbone: Any, overwrite: bool, progress: bool,
+           explicit: Collection[str] | None = None) -> dict[str, Any]:
     """:func:`train` once the process group (``ctx``, None for a single process) is set up."""
     from fcis.data import CocoInstances, DataError, build_transforms, collate
     from fcis.models import BUILDERS
@@ -117,10 +138,8 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     # minutes). Flushing them to zero changes no result that matters and keeps steps steady.
     torch.set_flush_denormal(True)
     last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
-    device = ctx.device if ctx is not None else resolve_device(cfg.device)
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     main = rank == 0
-    amp_dtype = check_amp(cfg.amp, cfg.amp_dtype, device)
     if model_name not in BUILDERS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(sorted(BUILDERS))}")
 
@@ -129,16 +148,24 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
         if not last_path.exists():
             raise CheckpointError(f"cannot resume: no checkpoint at {last_path}")
         ckpt = load_checkpoint(last_path)
-        check_resumable(ckpt, model_name, cfg, last_path, world, warn=main)
+        cfg = check_resumable(ckpt, model_name, cfg, last_path, world, warn=main, explicit=explicit)
+        _check_model_overrides(ckpt, model_overrides, last_path)
     elif last_path.exists() and not overwrite:
         raise CheckpointError(f"{last_path} already exists: resume it (--resume), or pick another "
                               "output folder (or pass --overwrite)")
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
+    amp_dtype = check_amp(cfg.amp, cfg.amp_dtype, device)
 
     seed_everything(cfg.seed)
     train_ds = CocoInstances(train_json, image_root, on_bad_sample=cfg.on_bad_sample)
     val_ds = CocoInstances(val_json, image_root, on_bad_sample=cfg.on_bad_sample) if val_json else None
     if len(train_ds) == 0:
         raise DataError(f"{train_json}: no images to train on")
+    if not any(not a.get("iscrowd", 0) for a in train_ds.coco.anns.values()):
+        dropped = sum(1 for _, reason in train_ds.bad_samples if reason.startswith("annotation "))
+        raise DataError(f"{train_json}: no object annotations to train on ({len(train_ds)} images, "
+                        + (f"all {dropped} annotations dropped as bad" if dropped else "no non-crowd annotations")
+                        + "); a model trained on it would only learn background")
     if val_ds is not None and val_ds.class_names != train_ds.class_names:
         raise DataError(f"{val_json}: categories {val_ds.class_names} differ from the training set's "
                         f"{train_ds.class_names} ({train_json})")
@@ -148,8 +175,12 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
 
     # The model (built before any RNG restore, so that a resume consumes the same draws).
     if ckpt is not None:
-        model = BUILDERS[ckpt["model_name"]](**dict(ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
+        model = build_from_checkpoint(BUILDERS, ckpt, last_path)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{last_path}: its weights do not fit model {ckpt['model_name']!r}: "
+                                  f"{str(e).strip().splitlines()[0]}") from e
     else:
         model = _build_model(BUILDERS, model_name, train_ds, train_json, cfg, model_overrides, weights_backbone)
     model.to(device).train()
@@ -178,7 +209,11 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     }
     start_iter, best, best_iter, data_state = 0, None, None, None
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{last_path}: its optimizer state does not fit a {cfg.optimizer!r} "
+                                  f"optimizer ({type(e).__name__}: {e})") from e
         scheduler.load_state_dict(ckpt["scheduler"])
         apply_schedule(optimizer, scheduler)
         if scaler.is_enabled() and ckpt.get("scaler"):
@@ -196,22 +231,34 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     log = None
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:  # a fresh run: no checkpoint of an earlier run here may pass for one of this run
+            for stale in (last_path, best_path, output_dir / "nonfinite.pt"):
+                stale.unlink(missing_ok=True)
         write_json(output_dir / "config.json", run)
         log = RunLog(output_dir, start_iter)
 
     def checkpoint(path: Path, iteration: int) -> None:
-        """Called on every process (it gathers their RNG states); rank 0 writes."""
+        """Called on every process (it gathers their RNG states); rank 0 writes. Weights or
+        buffers holding NaN/inf go to ``nonfinite.pt`` instead, and every process raises
+        :class:`TrainingError` (the weights are the same on every process)."""
         rng = dist_utils.gather(get_rng_state())
-        if not main:
-            return
-        extra: dict[str, Any] = {}
-        if world > 1:
-            extra["rng_per_rank"] = rng
-        if scaler.is_enabled():
-            extra["scaler"] = scaler.state_dict()
-        save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), iteration=iteration, data_state=stream.state(),
-                        rng=rng[0], best_metric=best, best_iteration=best_iter, **extra, **run)
+        weights = model.state_dict()
+        bad = nonfinite_tensors(weights)
+        target = output_dir / "nonfinite.pt" if bad else path
+        if main:
+            extra: dict[str, Any] = {}
+            if world > 1:
+                extra["rng_per_rank"] = rng
+            if scaler.is_enabled():
+                extra["scaler"] = scaler.state_dict()
+            save_checkpoint(target, model=weights, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), iteration=iteration, data_state=stream.state(),
+                            rng=rng[0], best_metric=best, best_iteration=best_iter, **extra, **run)
+        if bad and target != path:
+            raise TrainingError(
+                f"the model's weights hold NaN/inf at iteration {iteration} ({len(bad)} tensors, e.g. "
+                f"{', '.join(bad[:3])}): the run diverged; lower the learning rate (--lr). {path.name} was not "
+                f"written ({_kept(path)}); the diverged state is in {target}")
 
     stream = TrainStream(train_ds, cfg.batch_size, cfg.seed, workers=cfg.workers, collate_fn=collate,
                          state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world)
@@ -219,7 +266,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
                disable=not (progress and main))
     window: dict[str, list[float]] = defaultdict(list)
     it, nonfinite_run, nonfinite_total, empty_run = start_iter, 0, 0, 0
-    metrics, t_start, t_window = None, time.time(), time.time()
+    metrics, t_start, t_window, validation_error = None, time.time(), time.time(), None
     last_losses: dict[str, float] = {}
     try:
         while it < cfg.iterations:
@@ -229,7 +276,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
                 empty_run += 1
                 if empty_run > stream.per_epoch:
                     raise DataError(f"{train_json}: none of the images could be read "
-                                    f"(e.g. {train_ds.bad_samples[:1]})")
+                                    f"(e.g. {_skipped_images(train_ds, stream.skipped)[:1]})")
                 continue
             empty_run = 0
             lr = optimizer.param_groups[0]["lr"]
@@ -266,8 +313,30 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
                                    "lr": lr, "time": now, "sec_per_iter": (now - t_window) / len(window["loss"])})
                     t_window = now
                     window.clear()
+            if final and nonfinite_run:
+                checkpoint(output_dir / "nonfinite.pt", it)
+                raise TrainingError(
+                    f"the run ended with {nonfinite_run} consecutive NaN/inf steps (iterations "
+                    f"{it - nonfinite_run + 1}-{it}): the weights cannot be trusted; lower the learning rate "
+                    f"(--lr) or check the data. {last_path.name} was not written ({_kept(last_path)}); "
+                    f"state saved to {output_dir / 'nonfinite.pt'}")
+            saved_last = bool((cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or final)
+            if saved_last:  # before validation: a crash there loses no training
+                checkpoint(last_path, it)
             if val_ds is not None and ((cfg.eval_every and it % cfg.eval_every == 0) or final):
-                metrics = validate(model, val_ds, device, progress and main, amp_dtype)
+                try:
+                    metrics = validate(model, val_ds, device, progress and main, amp_dtype)
+                except Exception as e:  # noqa: BLE001 - reported, and raised at the end of the run
+                    if ctx is not None:  # the other processes wait in validation's collectives: stop
+                        raise
+                    validation_error = (f"validation at iteration {it} failed ({type(e).__name__}: "
+                                        f"{' '.join(str(e).split())[:300]})")
+                    val_ds = None  # no more validation in this run
+                    if log is not None:
+                        log.write({"iteration": it, "validation_error": validation_error,
+                                   "traceback": traceback.format_exc()})
+                        bar.write(f"fcis: warning: {validation_error}; training goes on without validation")
+                    continue
                 ap = segm_ap(metrics)
                 if log is not None:
                     log.write({"iteration": it, "metrics": metrics})
@@ -275,8 +344,8 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
                 if ap is not None and (best is None or ap > best):
                     best, best_iter = ap, it
                     checkpoint(best_path, it)
-            if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or final:
-                checkpoint(last_path, it)
+                    if saved_last:  # last.pt of this iteration records the new best too
+                        checkpoint(last_path, it)
     finally:
         bar.close()
         stream.close()
@@ -292,13 +361,53 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
         "best_metric": best, "best_iteration": best_iter,
         "last_checkpoint": str(last_path) if last_path.exists() else None,
         "best_checkpoint": str(best_path) if best_path.exists() else None,
-        "nonfinite_steps": nonfinite_total, "bad_samples": len(train_ds.bad_samples),
-        "time_s": time.time() - t_start, "world_size": world,
+        "nonfinite_steps": nonfinite_total,
+        "bad_samples": len(train_ds.bad_samples) + len(set(_skipped_images(train_ds, stream.skipped))
+                                                        - {p for p, _ in train_ds.bad_samples}),
+        "skipped_images": _skipped_images(train_ds, stream.skipped),
+        "time_s": time.time() - t_start, "world_size": world, "validation_error": validation_error,
     }
     if main:
         write_json(output_dir / "summary.json", summary)
     dist_utils.barrier()  # rank 0's files are complete when train() returns on any process
+    if validation_error is not None:
+        raise TrainingError(f"{validation_error}; training itself finished: the weights of iteration {it} "
+                            f"are in {last_path} (evaluate them with fcis evaluate once the validation data "
+                            f"is fixed); details in {output_dir / 'log.jsonl'}")
     return summary
+
+
+def _kept(path: Path) -> str:
+    """What ``path`` holds now, for a message."""
+    if not path.exists():
+        return "there is none yet"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return f"it keeps iteration {load_checkpoint(path, require_finite=False)['iteration']}"
+    except CheckpointError:
+        return "the one there is unreadable"
+
+
+def _skipped_images(dataset, indices: set[int]) -> list[str]:
+    """Paths of the images the data stream skipped (sorted)."""
+    if not hasattr(dataset, "image_path"):
+        return [str(i) for i in sorted(indices)]
+    return sorted(str(dataset.image_path(i)) for i in indices)
+
+
+def _check_model_overrides(ckpt: dict, overrides: dict[str, Any], path: Path) -> None:
+    """On resume the model is the checkpoint's: a model option that contradicts it is an error."""
+    config = dict(ckpt["model_config"])
+    wrong = [f"{k}={v!r} (the checkpoint has {config.get(k, '<no such option>')!r})" for k, v in overrides.items()
+             if k not in config or _deep_list(config[k]) != _deep_list(v)]
+    if wrong:
+        raise CheckpointError(f"{path}: a resumed run keeps the checkpoint's model, but --set asks for "
+                              f"{'; '.join(wrong)}; drop it, or start a new run in another --output")
+
+
+def _deep_list(v):
+    return [_deep_list(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 def _build_model(builders, model_name: str, train_ds, train_json, cfg: TrainConfig,
