@@ -11,25 +11,25 @@ import numpy as np
 from PIL import Image
 
 from fcis.engine.errors import InputError
+from fcis.image_io import ImageReadError, pil_to_rgb_array, read_rgb
 
 __all__ = ["load_image_array"]
 
 
 def load_image_array(x: Any) -> np.ndarray:
-    """``float32[3, H, W]`` in [0, 1], from a path, a PIL
-    image, a numpy ``HxWx3`` (``HxW``, ``HxWx4``) array (uint8, or float in [0, 1]) or a ``3xHxW``
+    """``float32[3, H, W]`` in [0, 1], from a path or a PIL image (as displayed: EXIF orientation
+    applied, 16-bit scaled; :mod:`fcis.image_io`, the reader training uses too), a numpy ``HxWx3`` (``HxW``, ``HxWx4``) array (uint8, or float in [0, 1]) or a ``3xHxW``
     tensor (float in [0, 1], or uint8)."""
     if isinstance(x, (str, os.PathLike)):
         path = Path(x)
         if not path.is_file():
             raise InputError(f"{path}: image not found")
         try:
-            with Image.open(path) as im:
-                return load_image_array(im.convert("RGB"))
-        except (OSError, Image.DecompressionBombError) as e:
-            raise InputError(f"{path}: cannot read image ({e})") from e
+            return _chw_float(np.ascontiguousarray(read_rgb(path).transpose(2, 0, 1)))
+        except ImageReadError as e:
+            raise InputError(str(e)) from None
     if isinstance(x, Image.Image):
-        x = np.asarray(x.convert("RGB"))
+        x = pil_to_rgb_array(x)
     if isinstance(x, np.ndarray):
         if x.ndim == 2:
             x = np.repeat(x[:, :, None], 3, axis=2)

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+from fcis.image_io import pil_to_rgb_array, read_rgb
+
 __all__ = ["draw_predictions", "instance_colors"]
 
 
@@ -26,10 +28,9 @@ def instance_colors(n: int) -> list[tuple[int, int, int]]:
 
 def _uint8_image(image: Any) -> torch.Tensor:
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            image = im.convert("RGB")
+        image = read_rgb(image)                       # as displayed (EXIF orientation applied)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = pil_to_rgb_array(image)
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
