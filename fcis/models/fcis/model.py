@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import clip_boxes_to_image
 
 from ..backbone import ResNetC4C5
+from ..rcnn_transform import RCNNTransform
 from ..rpn import build_rpn
 from .config import FCISConfig
 from .head import FCISHead, RoIScores, ScoreMaps
@@ -34,7 +35,7 @@ class FCIS(nn.Module):
     def __init__(self, config: FCISConfig, backbone: ResNetC4C5) -> None:
         super().__init__()
         self.config = config
-        self.transform = GeneralizedRCNNTransform(config.min_size, config.max_size,
+        self.transform = RCNNTransform(config.min_size, config.max_size,
                                                   list(config.image_mean), list(config.image_std))
         self.backbone = backbone
         self.rpn = build_rpn(config, backbone.c4_channels)

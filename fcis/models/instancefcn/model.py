@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import resize_boxes
 
 from ..backbone import ResNetC4C5
+from ..rcnn_transform import RCNNTransform
 from .assemble import assemble_windows, window_boxes, window_centers
 from .config import InstanceFCNConfig
 from .head import InstanceBranch, ObjectnessBranch
@@ -33,7 +34,7 @@ class InstanceFCN(nn.Module):
     def __init__(self, config: InstanceFCNConfig, backbone: ResNetC4C5) -> None:
         super().__init__()
         self.config = config
-        self.transform = GeneralizedRCNNTransform(config.min_size, config.max_size,
+        self.transform = RCNNTransform(config.min_size, config.max_size,
                                                   list(config.image_mean), list(config.image_std))
         self.backbone = backbone
         self.instance = InstanceBranch(config, backbone.c5_channels)

@@ -7,6 +7,7 @@ from torchvision.models.detection import mask_rcnn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
+from ..rcnn_transform import RCNNTransform
 from .config import MaskRCNNConfig
 
 __all__ = ["MaskRCNN"]
@@ -41,6 +42,8 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
                          rpn_anchor_generator=anchors, bbox_reg_weights=config.bbox_reg_weights,
                          **{k: getattr(config, k) for k in _TORCHVISION_KWARGS})
         self.config = config
+        self.transform = RCNNTransform(config.min_size, config.max_size, list(config.image_mean),
+                                       list(config.image_std))       # a very thin image keeps 1 px per side
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
