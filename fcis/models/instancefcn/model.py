@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.transform import resize_boxes
 
 from ..backbone import ResNetC4C5
+from ..mask_paste import MaskWindow
 from ..rcnn_transform import RCNNTransform
 from .assemble import assemble_windows, window_boxes, window_centers
 from .config import InstanceFCNConfig
 from .head import InstanceBranch, ObjectnessBranch
-from .inference import select_proposals
+from .inference import proposal_windows, rank_proposals, select_proposals
 from .losses import instancefcn_losses, sample_windows
 from .targets import label_windows, window_mask_targets
 
@@ -117,5 +120,33 @@ class InstanceFCN(nn.Module):
             boxes = resize_boxes(rois[:, 1:], size, original)
             results.append(select_proposals(probs[top], boxes, mask_probs, original, nms_iou=cfg.nms_iou,
                                             nms_resolution=cfg.nms_resolution,
-                                            mask_threshold=cfg.mask_threshold, limit=cfg.detections_per_img))
+                                            mask_threshold=cfg.mask_threshold, limit=cfg.detections_per_img,
+                                            nms_boxes=rois[:, 1:], nms_size=size))
         return results
+
+    @torch.no_grad()
+    def detect_windows(self, images: list[Tensor], *, score_threshold: float = 0.0) -> list[Iterator[MaskWindow]]:
+        """Eval-mode inference with bounded memory: per image, an iterator over its proposals with
+        ``score >= score_threshold`` (descending), each a :class:`~fcis.models.mask_paste.MaskWindow`
+        (mask pasted in its window only; same values as ``model(images)``'s masks)."""
+        cfg = self.config
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        batch, _ = self.transform(images)
+        features = self.backbone(batch.tensors)[1]
+        maps, objectness = self.instance(features), self.objectness(features)
+        ys, xs, _ = grid = self._grid(maps)
+        out = []
+        for i, (size, original) in enumerate(zip(batch.image_sizes, original_sizes)):
+            probs = objectness[i].sigmoid()
+            inside = (ys[:, None] < size[0]) & (xs[None, :] < size[1])
+            probs = torch.where(inside, probs, torch.full_like(probs, -1.0)).flatten()
+            top = torch.topk(probs, min(cfg.pre_nms_top_n, probs.numel())).indices
+            top = top[probs[top] > cfg.score_thresh]
+            rois = self._rois(i, top, grid)
+            mask_probs = assemble_windows(maps, rois, cfg.window_size, cfg.feature_stride).sigmoid()
+            keep = rank_proposals(mask_probs, rois[:, 1:], size, nms_iou=cfg.nms_iou,
+                                  nms_resolution=cfg.nms_resolution, mask_threshold=cfg.mask_threshold,
+                                  limit=cfg.detections_per_img)
+            out.append(proposal_windows(probs[top], resize_boxes(rois[:, 1:], size, original), mask_probs, original,
+                                        keep, mask_threshold=cfg.mask_threshold, score_threshold=score_threshold))
+        return out
