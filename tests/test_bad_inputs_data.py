@@ -14,6 +14,7 @@ from fcis.data.convert import convert_instance_masks, convert_via, convert_yolo_
 from fcis.inference.image_input import load_image_array
 from fcis.visualize import draw_predictions
 
+from test_engine import tiny, tiny_builder  # noqa: F401 - the fixture registers a stand-in model
 from bad_input_corpus import (box_polygon, coco_json, corrupt_png_that_decodes, displayed, not_an_image, pattern,
                               save_png16, save_with_orientation)
 
@@ -144,3 +145,194 @@ def test_very_thin_image_runs_through_every_model(name):
     target = {"boxes": torch.tensor([[0.0, 100.0, 2.0, 400.0]]), "labels": torch.tensor([1]), "masks": mask}
     losses = model([torch.rand(3, 900, 2)], [target])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+# --- 2. evaluation that would be wrong without a word ------------------------------------------------
+
+def _grid_gt(n_objects: int, categories=(1, 2)) -> dict:
+    """One 80x60 image with ``n_objects`` 3x3 squares of category 1 (category 2 has none)."""
+    anns = []
+    for k in range(n_objects):
+        x, y = 4 * (k % 20), 4 * (k // 20)
+        anns.append({"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 9.0,
+                     "bbox": [x, y, 3, 3], "segmentation": [box_polygon(x, y, x + 3, y + 3)]})
+    return {"images": [{"id": 1, "file_name": "x.png", "width": 80, "height": 60}], "annotations": anns,
+            "categories": [{"id": c, "name": f"c{c}"} for c in categories]}
+
+
+def _perfect(gt: dict, category_id=None) -> list[dict]:
+    from fcis.evaluation.ground_truth import load_coco_gt
+
+    coco = load_coco_gt(gt)
+    return [{"image_id": a["image_id"], "category_id": a["category_id"] if category_id is None else category_id,
+             "bbox": a["bbox"], "score": 1.0 - 1e-3 * k, "segmentation": coco.annToRLE(a)}
+            for k, a in enumerate(gt["annotations"])]
+
+
+def test_unknown_prediction_category_ids_are_never_silent():
+    from fcis.evaluation import evaluate_results
+    from fcis.evaluation.report import EvaluationWarning
+
+    gt = _grid_gt(4)
+    with pytest.raises(ValueError, match=r"none of the 4 predictions has a category id of the ground truth: "
+                                         r"predicted ids 0 \(4x\).*\[1, 2\]"):
+        evaluate_results(gt, _perfect(gt, category_id=0))                      # 0-based ids
+    results = _perfect(gt) + [dict(_perfect(gt)[0], category_id=99)]
+    with pytest.warns(EvaluationWarning, match=r"1 of 5 predictions have category ids that are not in the "
+                                               r"ground truth and are not scored: 99 \(1x\)"):
+        metrics = evaluate_results(gt, results)
+    assert metrics["unknown_category_predictions"] == 1 and metrics["segm"]["AP"] == pytest.approx(1.0)
+
+
+def test_more_objects_than_the_coco_detection_cap_warns_and_has_an_option(recwarn):
+    from fcis.evaluation import evaluate_results
+    from fcis.evaluation.report import EvaluationWarning
+
+    gt = _grid_gt(150)
+    with pytest.warns(EvaluationWarning, match=r"at most 100 detections per image and category; 1 exceed it "
+                                               r"\(image 1 category 1: 150 objects, 150 predictions\)"):
+        capped = evaluate_results(gt, _perfect(gt), voc=False)
+    assert capped["segm"]["AP"] < 0.95 and capped["max_dets_exceeded"]
+    recwarn.clear()
+    full = evaluate_results(gt, _perfect(gt), voc=False, max_dets=200)
+    assert full["segm"]["AP"] == pytest.approx(1.0) and full["bbox"]["AP"] == pytest.approx(1.0)
+    assert not [w for w in recwarn if issubclass(w.category, EvaluationWarning)]
+
+
+def test_evaluate_weights_with_a_missing_image_skips_it_and_leaves_out_its_objects(tmp_path, tiny, capsys):  # noqa: F811
+    from fcis.cli.main import main
+    from fcis.engine import save_checkpoint
+
+    images = [{"id": i, "file_name": f"im{i}.png", "width": 40, "height": 30} for i in (1, 2)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "segmentation": [box_polygon(5, 5, 25, 20)]} for i in (1, 2)]
+    coco_json(tmp_path / "val.json", images, anns)
+    coco_json(tmp_path / "val_one.json", images[:1], anns[:1])
+    Image.fromarray(pattern(30, 40)).save(tmp_path / "im1.png")                  # im2.png is missing
+    model = tiny_builder(num_classes=1)
+    save_checkpoint(tmp_path / "m.pt", model=model.state_dict(), model_name=tiny, model_config=model.config.to_dict(),
+                    dataset={"class_names": ["thing"], "label_to_cat_id": {1: 1}})
+    for data, out in (("val.json", "ev"), ("val_one.json", "ev_one")):
+        assert main(["evaluate", "--weights", str(tmp_path / "m.pt"), "--data", str(tmp_path / data), "--output",
+                     str(tmp_path / out), "--device", "cpu", "--no-progress"]) == 0
+    shown = capsys.readouterr().out
+    assert "skipped (not scored): " in shown and "im2.png: cannot read image (file not found)" in shown
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    alone = json.loads((tmp_path / "ev_one" / "metrics.json").read_text())
+    assert metrics["num_images"] == 1
+    assert [s["image_id"] for s in metrics["skipped_images"]] == [2]
+    assert metrics["segm"] == alone["segm"] and metrics["bbox"] == alone["bbox"]
+
+
+# --- 6. one unreadable file does not abort fcis predict on a folder ----------------------------------
+
+def _tiny_checkpoint(path, tiny):  # noqa: F811
+    from fcis.engine import save_checkpoint
+
+    model = tiny_builder(num_classes=2)
+    save_checkpoint(path, model=model.state_dict(), model_name=tiny, model_config=model.config.to_dict(),
+                    dataset={"class_names": ["cat", "dog"], "label_to_cat_id": {1: 1, 2: 2}})
+    return path
+
+
+def test_predict_skips_an_unreadable_file_names_it_and_writes_the_rest(tmp_path, tiny, capsys):  # noqa: F811
+    from fcis.cli.main import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(pattern(20, 24)).save(folder / "a.png")
+    not_an_image(folder / "b.jpg")
+    Image.fromarray(pattern(20, 24, seed=2)).save(folder / "c.png")
+    ckpt = _tiny_checkpoint(tmp_path / "m.pt", tiny)
+    assert main(["predict", "--weights", str(ckpt), str(folder), "--output", str(tmp_path / "out"),
+                 "--score-threshold", "0", "--device", "cpu", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "b.jpg: cannot read image" in err
+    preds = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert {p["file_name"].rsplit("/", 1)[-1] for p in preds} == {"a.png", "c.png"}
+    skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert [s["file_name"].rsplit("/", 1)[-1] for s in skipped] == ["b.jpg"]
+    not_an_image(folder / "a.png")                                              # nothing readable: an error,
+    not_an_image(folder / "c.png")                                              # and still the files
+    assert main(["predict", "--weights", str(ckpt), str(folder), "--output", str(tmp_path / "out2"),
+                 "--device", "cpu", "--no-progress"]) == 2
+    assert json.loads((tmp_path / "out2" / "predictions.json").read_text()) == []
+    assert len(json.loads((tmp_path / "out2" / "skipped.json").read_text())) == 3
+
+
+# --- 7. prediction memory: threshold before pasting, one box window at a time, straight to RLE -------
+
+@pytest.mark.parametrize("name", ["fcis_resnet18", "instancefcn_resnet18", "maskrcnn_resnet18_fpn"])
+def test_windowed_rle_path_equals_full_masks_and_skips_low_scores(name, monkeypatch):
+    from pycocotools import mask as mask_utils
+
+    import fcis.models.mask_paste as mask_paste
+    from fcis.inference import Predictor
+    from fcis.models import build_model
+
+    small = {"rpn_post_nms_top_n_test": 100, "box_detections_per_img": 30} if name.startswith("maskrcnn") else {}
+    model = build_model(name, num_classes=2, min_size=96, max_size=128, **small).eval()
+    image = torch.rand(3, 70, 90)
+    with torch.no_grad():
+        (full,) = model([image])
+    thr = model.config.mask_threshold
+    assert len(full["scores"]) > 0
+    predictor = Predictor(model, ["a", "b"], score_threshold=0.0)
+    pred = predictor.predict_rle(image)
+    assert len(pred["rles"]) == len(full["scores"])
+    assert torch.equal(pred["labels"], full["labels"]) and torch.allclose(pred["scores"], full["scores"])
+    assert torch.allclose(pred["boxes"], full["boxes"])
+    for k, rle in enumerate(pred["rles"]):
+        want = mask_utils.encode(np.asfortranarray((full["masks"][k, 0] >= thr).numpy().astype(np.uint8)))
+        assert rle["counts"] == want["counts"].decode() and rle["size"] == [70, 90]
+    assert torch.equal(predictor.predict(image)["masks"], full["masks"][:, 0] >= thr)
+    # a score threshold above every score: no mask is pasted at the image's resolution at all
+    pasted = []
+    real = mask_paste.paste_masks_in_frame
+
+    def spy(masks, boxes, frame):
+        pasted.append((frame[2] - frame[0]) * (frame[3] - frame[1]))
+        return real(masks, boxes, frame)
+
+    for module in ("fcis.models.mask_paste", "fcis.models.fcis.mask_voting", "fcis.models.instancefcn.inference"):
+        monkeypatch.setattr(f"{module}.paste_masks_in_frame", spy)
+    assert len(Predictor(model, ["a", "b"], score_threshold=1.01).predict_rle(image)["rles"]) == 0
+    assert all(p < 70 * 90 / 4 for p in pasted)                   # only InstanceFCN's coarse NMS grid
+
+
+def test_cli_predict_never_builds_full_image_masks(tmp_path, monkeypatch, capsys):
+    """fcis predict goes through detect_windows and RLE: model(images), which pastes every mask
+    into the whole image, is never called."""
+    from fcis.cli.main import main
+    from fcis.engine import save_checkpoint
+    from fcis.models import build_model
+
+    model = build_model("fcis_resnet18", num_classes=2, min_size=96, max_size=128)
+    save_checkpoint(tmp_path / "m.pt", model=model.state_dict(), model_name="fcis_resnet18",
+                    model_config=model.config.to_dict(), dataset={"class_names": ["a", "b"]})
+    Image.fromarray(pattern(50, 70)).save(tmp_path / "p.png")
+
+    def no_full_masks(self, *a, **k):
+        raise AssertionError("model(images) pastes full-image masks")
+
+    monkeypatch.setattr("fcis.models.fcis.model.FCIS.forward", no_full_masks)
+    assert main(["predict", "--weights", str(tmp_path / "m.pt"), str(tmp_path / "p.png"), "--output",
+                 str(tmp_path / "out"), "--score-threshold", "0", "--device", "cpu", "--no-progress"]) == 0
+    preds = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert preds and all(p["segmentation"]["size"] == [50, 70] for p in preds)
+    assert Image.open(tmp_path / "out" / "p.png").size == (70, 50)
+
+
+def test_window_to_rle_matches_pycocotools_encode():
+    from pycocotools import mask as mask_utils
+
+    from fcis.models.mask_paste import window_to_rle
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        H, W = (int(v) for v in rng.integers(1, 10, 2))
+        h, w = int(rng.integers(0, H + 1)), int(rng.integers(0, W + 1))
+        x0, y0 = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
+        window = rng.random((h, w)) < rng.random()
+        full = np.zeros((H, W), np.uint8)
+        full[y0:y0 + h, x0:x0 + w] = window
+        assert window_to_rle(window, x0, y0, H, W)["counts"] == mask_utils.encode(np.asfortranarray(full))["counts"].decode()

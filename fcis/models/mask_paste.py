@@ -151,7 +151,7 @@ def windows_from_outputs(output: dict[str, Tensor]) -> list[MaskWindow]:
 
 def detect_windows(model: torch.nn.Module, images: list[Tensor], *, score_threshold: float = 0.0
                    ) -> list[Iterator[MaskWindow]]:
-    """Per image, its detections with ``score >= score_threshold`` as :class:`MaskWindow`\\ s, in
+    """Per image, its detections with ``score >= score_threshold`` as MaskWindows, in
     descending score order, produced one at a time: ``model.detect_windows`` (the three model
     families: memory bounded by a box window, whatever the image size), else ``model(images)``
     cut into windows. The model must be in eval mode."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import os
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -45,11 +46,34 @@ def _uint8_image(image: Any) -> torch.Tensor:
     return image
 
 
+def _blend_rles(canvas: torch.Tensor, rles: Sequence[dict], colors: list, alpha: float) -> torch.Tensor:
+    """``draw_segmentation_masks``' blend of COCO RLE masks, one mask at a time and only inside its
+    extent (memory: one H×W uint8 mask, not N of them)."""
+    from pycocotools import mask as mask_utils
+
+    out = canvas.permute(1, 2, 0).numpy().copy()                       # (H, W, 3) uint8
+    h, w = out.shape[:2]
+    for rle, color in zip(rles, colors):
+        if list(rle["size"]) != [h, w]:
+            raise ValueError(f"a mask is {tuple(rle['size'])} but the image is {(h, w)}")
+        x, y, bw, bh = (int(v) for v in mask_utils.toBbox(rle))
+        if bw == 0 or bh == 0:
+            continue
+        with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 DeprecationWarning
+            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+            m = mask_utils.decode(rle)[y:y + bh, x:x + bw].astype(bool)
+        region = out[y:y + bh, x:x + bw]
+        blended = region * (1 - alpha) + np.asarray(color, dtype=np.float64) * alpha
+        region[m] = blended[m].astype(np.uint8)
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
 def draw_predictions(image: Any, prediction: dict[str, Any], class_names: Sequence[str] | None = None, *,
                      alpha: float = 0.5, box_width: int = 2, mask_threshold: float = 0.5,
                      draw_boxes: bool = True) -> Image.Image:
     """Draw ``prediction`` (``boxes`` xyxy, ``labels``, ``scores``, ``masks`` ``[N, H, W]`` or
-    ``[N, 1, H, W]``, bool or probabilities cut at ``mask_threshold``) on ``image``.
+    ``[N, 1, H, W]``, bool or probabilities cut at ``mask_threshold``, or instead ``rles``: COCO
+    RLEs, drawn one at a time inside their extent) on ``image``.
 
     Each instance gets its own colour; labels read ``"name 0.93"`` where ``name`` is
     ``prediction["class_names"][i]``, else ``class_names[label - 1]``, else the label number.
@@ -62,6 +86,8 @@ def draw_predictions(image: Any, prediction: dict[str, Any], class_names: Sequen
         return Image.fromarray(canvas.permute(1, 2, 0).numpy())
     colors = instance_colors(n)
     masks = prediction.get("masks")
+    if masks is None and prediction.get("rles") is not None:
+        canvas = _blend_rles(canvas, prediction["rles"], colors, alpha)
     if masks is not None:
         masks = torch.as_tensor(masks).detach().cpu()
         if masks.ndim == 4:

@@ -106,7 +106,7 @@ def select_proposals(scores: Tensor, boxes: Tensor, mask_probs: Tensor, image_si
 
 def proposal_windows(scores: Tensor, boxes: Tensor, mask_probs: Tensor, image_size: tuple[int, int],
                      keep: Tensor, *, mask_threshold: float, score_threshold: float = 0.0) -> Iterator[MaskWindow]:
-    """:func:`select_proposals`' detections one at a time, as :class:`MaskWindow`\ s (each mask
+    """:func:`select_proposals`' detections one at a time, as MaskWindows (each mask
     pasted in its box window only; same values): the kept windows (``keep``, from
     :func:`rank_proposals`) with ``score >= score_threshold``, empty masks dropped."""
     for k in keep[scores[keep] >= score_threshold].tolist():
