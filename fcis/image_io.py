@@ -46,7 +46,7 @@ def pil_to_rgb_array(im: Image.Image) -> np.ndarray:
     if im.mode.startswith("I;16") or im.mode == "I":
         gray = (np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    return np.asarray(im.convert("RGB"))
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -139,6 +139,9 @@ def test_very_thin_image_runs_through_every_model(name):
     with torch.no_grad():
         (out,) = model([torch.rand(3, 2, 900)])
     assert out["masks"].shape[-2:] == (2, 900) and out["boxes"].shape[1] == 4
+    with torch.no_grad():                                           # the path predict/evaluate/validation take
+        windows = list(model.detect_windows([torch.rand(3, 2, 900)])[0])
+    assert all(w.x0 + w.window.shape[1] <= 900 and w.y0 + w.window.shape[0] <= 2 for w in windows)
     model.train()
     mask = torch.zeros(1, 900, 2, dtype=torch.uint8)
     mask[0, 100:400] = 1
