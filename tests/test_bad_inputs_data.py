@@ -202,7 +202,8 @@ def test_more_objects_than_the_coco_detection_cap_warns_and_has_an_option(recwar
     assert not [w for w in recwarn if issubclass(w.category, EvaluationWarning)]
 
 
-def test_evaluate_weights_with_a_missing_image_skips_it_and_leaves_out_its_objects(tmp_path, tiny, capsys):  # noqa: F811
+def test_evaluate_weights_with_a_missing_image_skips_it_and_leaves_out_its_objects(
+        tmp_path, tiny, capsys):  # noqa: F811
     from fcis.cli.main import main
     from fcis.engine import save_checkpoint
 
@@ -338,4 +339,5 @@ def test_window_to_rle_matches_pycocotools_encode():
         window = rng.random((h, w)) < rng.random()
         full = np.zeros((H, W), np.uint8)
         full[y0:y0 + h, x0:x0 + w] = window
-        assert window_to_rle(window, x0, y0, H, W)["counts"] == mask_utils.encode(np.asfortranarray(full))["counts"].decode()
+        want = mask_utils.encode(np.asfortranarray(full))["counts"].decode()
+        assert window_to_rle(window, x0, y0, H, W)["counts"] == want

@@ -201,9 +201,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             draw_predictions(path, pred).save(out / f"{stem}.png")
             for k, rle in enumerate(pred["rles"]):
                 x0, y0, x1, y1 = (float(v) for v in pred["boxes"][k])
-                results.append({"image_id": index, "category_id": int(predictor.label_to_cat_id[int(pred["labels"][k])]),
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(pred["scores"][k]),
-                                "segmentation": rle, "file_name": str(path)})
+                cat_id = int(predictor.label_to_cat_id[int(pred["labels"][k])])
+                results.append({"image_id": index, "category_id": cat_id, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                "score": float(pred["scores"][k]), "segmentation": rle, "file_name": str(path)})
     finally:
         write_json(out / "predictions.json", results, indent=None)
         if skipped:

@@ -73,8 +73,9 @@ def evaluate_coco(coco_gt: CocoLike, results: list[dict], iou_type: str, *, max_
     Runs ``COCOeval`` over *all* GT image ids (images without annotations included: detections
     there are false positives) and its default parameters (IoU 0.50:0.05:0.95, 101 recall points),
     except that AP counts the ``max_dets`` (COCO: 100) highest-scored detections per image and
-    category (``maxDets = [1, 10, max_dets]``; see :func:`fcis.evaluation.report.detection_cap_excess`). Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` =
-    ``COCOeval.stats[0:6]`` as fractions in [0, 1]. COCOeval reports ``-1`` when there is no GT
+    category (``maxDets = [1, 10, max_dets]``; see :func:`fcis.evaluation.report.detection_cap_excess`).
+    Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` = ``COCOeval.stats[0:6]`` (read from
+    ``eval["precision"]`` at ``max_dets``) as fractions in [0, 1]. COCOeval reports ``-1`` when there is no GT
     in an area range (e.g. no large objects); that becomes ``nan``. Empty ``results`` give ``0.0``
     (``nan`` where COCOeval would say ``-1``) without running into ``loadRes``' ``IndexError``.
     Results whose image is not in the GT raise ``ValueError``. COCOeval's prints are silenced.
