@@ -101,11 +101,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from fcis.data import CocoInstances
 
         gt = CocoInstances(args.data, args.image_root)
-        metrics = evaluate_results(gt.coco, load_results(path), proposal_recall=args.proposal_recall)
+        metrics = evaluate_results(gt.coco, load_results(path), proposal_recall=args.proposal_recall,
+                                   max_dets=args.max_detections)
     else:
         from fcis.data import CocoInstances
-        from fcis.engine import load_model, predict_dataset
+        from fcis.engine import load_model
         from fcis.engine.checkpoint import resolve_device
+        from fcis.engine.evaluator import predict_dataset_with_skips
 
         device = resolve_device(args.device)
         model, meta = load_model(args.weights, device)
@@ -114,12 +116,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if meta["class_names"] and not agnostic and meta["class_names"] != data.class_names:
             raise UsageError(f"{args.data}: categories {data.class_names} differ from those the checkpoint "
                              f"{args.weights} was trained on ({meta['class_names']})")
-        results = predict_dataset(model, data, device, batch_size=args.batch_size, progress=not args.no_progress,
-                                  amp=args.amp, amp_dtype=args.amp_dtype)
+        # unreadable images are skipped, named, and their ground truth left out of the scores
+        results, skipped = predict_dataset_with_skips(model, data, device, batch_size=args.batch_size,
+                                                      progress=not args.no_progress, amp=args.amp,
+                                                      amp_dtype=args.amp_dtype)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "predictions.json", results, indent=None)
+        if skipped and len(skipped) == len(data):
+            raise UsageError(f"{args.data}: no image could be read ({skipped[0]['file_name']}: "
+                             f"{skipped[0]['reason']}; ...)")
         metrics = evaluate_results(data.coco, results, proposal_recall=args.proposal_recall or agnostic,
-                                   class_agnostic=agnostic)
+                                   class_agnostic=agnostic, max_dets=args.max_detections, skipped_images=skipped)
     path = write_metrics(out, metrics)
     print(format_metrics_table(metrics))
     print(f"metrics: {path}")
@@ -162,9 +169,12 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Overlays and predictions.json; an unreadable image is skipped (named, with the reason, in
+    skipped.json) and the others go on; predictions.json is written for the images done even
+    when something else stops the run."""
     from tqdm import tqdm
 
-    from fcis.evaluation import predictions_to_coco_results
+    from fcis.runtime.errors import InputError
     from fcis.visualize import draw_predictions
 
     paths = expand_inputs(args.inputs)
@@ -179,21 +189,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                               amp=args.amp, amp_dtype=args.amp_dtype)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    results, n_det = [], 0
-    for index, (path, stem) in enumerate(tqdm(list(zip(paths, _unique_stems(paths))), desc="predict",
-                                              unit="img", disable=args.no_progress)):
-        pred = predictor.predict(path)
-        n_det += len(pred["scores"])
-        draw_predictions(path, pred).save(out / f"{stem}.png")
-        output = {"boxes": pred["boxes"], "labels": pred["labels"], "scores": pred["scores"],
-                  "masks": pred["masks"]}
-        for entry in predictions_to_coco_results([output], [index], predictor.label_to_cat_id):
-            entry["file_name"] = str(path)
-            results.append(entry)
-    write_json(out / "predictions.json", results, indent=None)
-    print(f"{n_det} detections in {len(paths)} images (score >= {args.score_threshold}); "
+    results, skipped, n_det = [], [], 0
+    try:
+        for index, (path, stem) in enumerate(tqdm(list(zip(paths, _unique_stems(paths))), desc="predict",
+                                                  unit="img", disable=args.no_progress)):
+            try:
+                pred = _predict_rle(predictor, path)
+            except InputError as e:                      # unreadable image: name it, go on
+                skipped.append({"file_name": str(path), "reason": str(e)})
+                print(f"fcis: skipped {e}", file=sys.stderr)
+                continue
+            n_det += len(pred["scores"])
+            draw_predictions(path, pred).save(out / f"{stem}.png")
+            for k, rle in enumerate(pred["rles"]):
+                x0, y0, x1, y1 = (float(v) for v in pred["boxes"][k])
+                cat_id = int(predictor.label_to_cat_id[int(pred["labels"][k])])
+                results.append({"image_id": index, "category_id": cat_id, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                "score": float(pred["scores"][k]), "segmentation": rle, "file_name": str(path)})
+    finally:
+        write_json(out / "predictions.json", results, indent=None)
+        if skipped:
+            write_json(out / "skipped.json", skipped)
+    done = len(paths) - len(skipped)
+    print(f"{n_det} detections in {done} images (score >= {args.score_threshold}); "
           f"overlays and predictions.json in {out}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s), listed in {out / 'skipped.json'}:", file=sys.stderr)
+        for item in skipped:
+            print(f"  {item['reason']}", file=sys.stderr)
+        if not done:
+            raise InputError(f"none of the {len(paths)} images could be read")
     return 0
+
+
+def _predict_rle(predictor, path: Path) -> dict:
+    """``predictor.predict_rle(path)``, or for a predictor without it (ONNX) ``predict`` with its
+    masks encoded as RLE."""
+    if hasattr(predictor, "predict_rle"):
+        return predictor.predict_rle(path)
+    from fcis.evaluation.coco_results import encode_masks
+
+    pred = predictor.predict(path)
+    masks = pred.pop("masks")
+    pred["rles"] = encode_masks(masks) if len(masks) else []
+    return pred
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -317,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=1)
     e.add_argument("--proposal-recall", action="store_true", help="add class-agnostic mask AR")
     e.add_argument("--on-bad-sample", choices=("skip", "raise"), default="skip")
+    e.add_argument("--max-detections", type=int, default=100, metavar="N",
+                   help="COCO AP counts the N best detections per image and category (COCO's 100); "
+                        "a warning says when an image has more objects or predictions")
     _amp_args(e)
     common(e)
     e.set_defaults(func=cmd_evaluate)

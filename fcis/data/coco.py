@@ -11,10 +11,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from ..image_io import ImageReadError, read_rgb
 from .cocofile import check_annotation, load_coco_json
 from .errors import DataWarning, data_error
 
@@ -26,22 +26,13 @@ Transforms = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
     """Read an image file as RGB ``uint8[H, W, 3]``; returns ``(array, None)`` or ``(None, reason)``.
 
-    Grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit images are converted to RGB.
-    EXIF orientation is ignored: pixels are used as stored, as in COCO.
+    The picture as displayed: EXIF orientation applied (annotations refer to the rotated picture),
+    16-bit images scaled to 8 bits; see :func:`fcis.image_io.read_rgb`, the one reader of the package.
     """
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode.startswith("I;16"):
-                gray = (np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2), None
-            return np.asarray(im.convert("RGB")), None
-    except FileNotFoundError:
-        return None, "cannot read image (file not found)"
-    except UnidentifiedImageError:
-        return None, "cannot read image (cannot identify image file)"
-    except Exception as e:  # truncated files, decoder errors, decompression bombs...
-        return None, f"cannot read image ({type(e).__name__}: {e})"
+        return read_rgb(path), None
+    except ImageReadError as e:
+        return None, e.reason
 
 
 def _tight_box(mask: np.ndarray) -> list[float] | None:

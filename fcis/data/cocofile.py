@@ -99,6 +99,12 @@ def polygon_area(coords: list[float]) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def polygon_meets_image(coords: list[float], h: int, w: int) -> bool:
+    """Whether the extent of a flat polygon overlaps the ``w`` x ``h`` image's interior."""
+    p = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    return bool(p[:, 0].min() < w and p[:, 0].max() > 0 and p[:, 1].min() < h and p[:, 1].max() > 0)
+
+
 def _segmentation_rle(seg: Any, h: int, w: int) -> tuple[Any, Any, str | None]:
     """(cleaned segmentation, lazily usable RLE or None, problem or None)."""
     if isinstance(seg, list):
@@ -112,6 +118,9 @@ def _segmentation_rle(seg: Any, h: int, w: int) -> tuple[Any, Any, str | None]:
         parts = [p for p in parts if polygon_area(p) > 0]
         if not parts:
             return None, None, "polygon has no area"
+        parts = [p for p in parts if polygon_meets_image(p, h, w)]
+        if not parts:
+            return None, None, f"polygon lies entirely outside the image ({w}x{h})"
         return parts, None, None
     if isinstance(seg, dict):
         if "counts" not in seg or "size" not in seg:
@@ -140,7 +149,8 @@ def check_annotation(ann: dict, h: int, w: int) -> tuple[dict | None, str | None
 
     Returns ``(cleaned, None)`` or ``(None, reason)``. Cleaning drops polygon parts with fewer than
     3 points or zero area and fills in missing ``bbox``/``area``/``iscrowd`` from the segmentation.
-    Problems: no/invalid segmentation, polygon with fewer than 3 points or no area, empty RLE, RLE of
+    Problems: no/invalid segmentation, polygon with fewer than 3 points or no area or entirely
+    outside the image, empty RLE, RLE of
     the wrong size, box with non-positive size or lying outside the image.
     """
     seg, rle, problem = _segmentation_rle(ann.get("segmentation"), h, w)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -12,17 +11,32 @@ from tqdm import tqdm
 from .checkpoint import resolve_device
 
 
-def _to_cpu(output: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in output.items()}
-
-
-@torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset, device: str | torch.device = "cpu", *,
                     batch_size: int = 1, progress: bool = True, workers: int = 0,
                     label_to_cat_id: dict[int, int] | None = None, amp: bool = False,
                     amp_dtype: str = "bf16", distributed: bool | None = None) -> list[dict]:
     """COCO results entries (RLE masks, original category ids) for every readable image of a
-    :class:`fcis.data.CocoInstances` ``dataset``, in dataset order.
+    :class:`fcis.data.CocoInstances` ``dataset``, in dataset order: :func:`predict_dataset_with_skips`'
+    results (see there)."""
+    return predict_dataset_with_skips(model, dataset, device, batch_size=batch_size, progress=progress,
+                                      workers=workers, label_to_cat_id=label_to_cat_id, amp=amp,
+                                      amp_dtype=amp_dtype, distributed=distributed)[0]
+
+
+@torch.no_grad()
+def predict_dataset_with_skips(model: torch.nn.Module, dataset, device: str | torch.device = "cpu", *,
+                               batch_size: int = 1, progress: bool = True, workers: int = 0,
+                               label_to_cat_id: dict[int, int] | None = None, amp: bool = False,
+                               amp_dtype: str = "bf16", distributed: bool | None = None
+                               ) -> tuple[list[dict], list[dict]]:
+    """``(results, skipped)``: COCO results entries (RLE masks, original category ids) for every
+    readable image of a :class:`fcis.data.CocoInstances` ``dataset``, in dataset order, and the
+    images that could not be read (``[{"image_id", "file_name", "reason"}]``: they have no
+    predictions, so score them with ``evaluate_results(..., skipped_images=skipped)``, which
+    leaves their ground truth out instead of counting its objects as missed).
+
+    Each mask is pasted into its box window and encoded straight into RLE
+    (``fcis.models.mask_paste.detect_windows``): memory does not grow with detections × image size.
 
     Masks are binarised at ``model.config.mask_threshold``; labels map to category ids through
     ``label_to_cat_id`` (default: the dataset's). The model's train/eval mode is restored after.
@@ -35,7 +49,8 @@ def predict_dataset(model: torch.nn.Module, dataset, device: str | torch.device 
     returns all of them in dataset order. It must then be called on every process.
     """
     from fcis.data import collate
-    from fcis.evaluation import predictions_to_coco_results
+    from fcis.evaluation.coco_results import window_result
+    from fcis.models.mask_paste import detect_windows
 
     from . import distributed as dist_utils
     from .amp import autocast, check_amp
@@ -58,22 +73,24 @@ def predict_dataset(model: torch.nn.Module, dataset, device: str | torch.device 
             if not images:  # every image of the batch was unreadable (skip mode)
                 continue
             with autocast(device, dtype):
-                outputs = model([im.to(device) for im in images])
-            for index, output, target in zip(idxs, outputs, targets):
-                entries = predictions_to_coco_results([_float32(_to_cpu(output))], [int(target["image_id"])],
-                                                      mapping, mask_threshold=threshold)
-                per_image.append((index, entries))
+                per_det = detect_windows(model, [im.to(device) for im in images])
+                for index, windows, target in zip(idxs, per_det, targets):
+                    image_id = int(target["image_id"])
+                    per_image.append((index, [window_result(det, image_id, mapping, threshold) for det in windows]))
     finally:
         model.train(was_training)
     if shard:
         per_image = [item for part in dist_utils.gather(per_image) for item in part]
-    return [entry for _, entries in sorted(per_image, key=lambda item: item[0]) for entry in entries]
-
-
-def _float32(output: dict[str, Any]) -> dict[str, Any]:
-    """Floating tensors (bfloat16/float16 under autocast) to float32."""
-    return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-            for k, v in output.items()}
+    done = {index for index, _ in per_image}
+    reasons = {path: reason for path, reason in getattr(dataset, "bad_samples", [])}
+    skipped = []
+    for index in range(len(dataset)):
+        if index not in done:
+            path = str(dataset.image_path(index))
+            skipped.append({"image_id": int(dataset.image_ids[index]), "file_name": path,
+                            "reason": reasons.get(path, "cannot read image")})
+    results = [entry for _, entries in sorted(per_image, key=lambda item: item[0]) for entry in entries]
+    return results, skipped
 
 
 class _IndexedSubset(torch.utils.data.Dataset):
@@ -106,7 +123,7 @@ def evaluate_model(model: torch.nn.Module, dataset, device: str | torch.device =
     from fcis.evaluation import evaluate_results
 
     class_agnostic = bool(getattr(getattr(model, "config", None), "class_agnostic", False))
-    results = predict_dataset(model, dataset, device, batch_size=batch_size, progress=progress,
-                              workers=workers, label_to_cat_id=label_to_cat_id)
+    results, skipped = predict_dataset_with_skips(model, dataset, device, batch_size=batch_size, progress=progress,
+                                                  workers=workers, label_to_cat_id=label_to_cat_id)
     return evaluate_results(dataset.coco, results, voc=voc, proposal_recall=proposal_recall or class_agnostic,
-                            class_agnostic=class_agnostic)
+                            class_agnostic=class_agnostic, skipped_images=skipped)

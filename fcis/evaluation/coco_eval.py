@@ -66,14 +66,16 @@ def load_res(coco_gt: COCO, results: list[dict]) -> COCO:
         return res
 
 
-def evaluate_coco(coco_gt: CocoLike, results: list[dict], iou_type: str) -> dict[str, float]:
+def evaluate_coco(coco_gt: CocoLike, results: list[dict], iou_type: str, *, max_dets: int = 100) -> dict[str, float]:
     """COCO AP of ``results`` (COCO results entries) against ``coco_gt`` (a ``COCO``, a JSON path
     or an annotation dict), ``iou_type`` ``"segm"`` (mask IoU) or ``"bbox"``.
 
     Runs ``COCOeval`` over *all* GT image ids (images without annotations included: detections
-    there are false positives) and its default parameters (IoU 0.50:0.05:0.95, 101 recall points,
-    maxDets 100 for AP). Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` =
-    ``COCOeval.stats[0:6]`` as fractions in [0, 1]. COCOeval reports ``-1`` when there is no GT
+    there are false positives) and its default parameters (IoU 0.50:0.05:0.95, 101 recall points),
+    except that AP counts the ``max_dets`` (COCO: 100) highest-scored detections per image and
+    category (``maxDets = [1, 10, max_dets]``; see :func:`fcis.evaluation.report.detection_cap_excess`).
+    Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` = ``COCOeval.stats[0:6]`` (read from
+    ``eval["precision"]`` at ``max_dets``) as fractions in [0, 1]. COCOeval reports ``-1`` when there is no GT
     in an area range (e.g. no large objects); that becomes ``nan``. Empty ``results`` give ``0.0``
     (``nan`` where COCOeval would say ``-1``) without running into ``loadRes``' ``IndexError``.
     Results whose image is not in the GT raise ``ValueError``. COCOeval's prints are silenced.
@@ -87,8 +89,21 @@ def evaluate_coco(coco_gt: CocoLike, results: list[dict], iou_type: str) -> dict
     with contextlib.redirect_stdout(io.StringIO()):
         ev = COCOeval(gt, dt, iou_type)
         ev.params.imgIds = sorted(gt.getImgIds())
+        ev.params.maxDets = [1, 10, int(max_dets)]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
-    stats = [float(s) for s in ev.stats[: len(COCO_METRICS)]]
-    return {k: (s if s >= 0 else math.nan) for k, s in zip(COCO_METRICS, stats)}
+    # COCOeval.summarize's first line hard-codes maxDets=100: read the same numbers from
+    # eval["precision"] [T, R, K, A, M] at the last maxDets (A: all, small, medium, large).
+    precision = ev.eval["precision"]
+    iou_index = {round(float(t), 2): i for i, t in enumerate(ev.params.iouThrs)}
+    stats = [_mean_precision(precision[:, :, :, 0, -1]),
+             _mean_precision(precision[iou_index[0.5], :, :, 0, -1]),
+             _mean_precision(precision[iou_index[0.75], :, :, 0, -1]),
+             *(_mean_precision(precision[:, :, :, a, -1]) for a in (1, 2, 3))]
+    return dict(zip(COCO_METRICS, stats))
+
+
+def _mean_precision(p) -> float:
+    """COCOeval's mean over the defined entries (``> -1``); ``nan`` where none is (no GT)."""
+    p = p[p > -1]
+    return float(p.mean()) if p.size else math.nan

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = ["predictions_to_coco_results", "load_results", "encode_masks"]
+__all__ = ["predictions_to_coco_results", "load_results", "encode_masks", "window_result"]
 
 # Masks are binarised and RLE-encoded this many at a time, bounding host memory to
 # CHUNK × H × W bytes per image.
@@ -114,6 +114,20 @@ def predictions_to_coco_results(
                 entry["segmentation"] = rles[k]
             results.append(entry)
     return results
+
+
+def window_result(det, image_id: int, label_to_cat_id: dict[int, int], mask_threshold: float) -> dict:
+    """The COCO results entry of one :class:`fcis.models.mask_paste.MaskWindow` detection: its
+    mask (window ``>= mask_threshold``) encoded straight into RLE, no H×W mask built."""
+    from fcis.models.mask_paste import mask_window_to_rle
+
+    if det.label not in label_to_cat_id:
+        raise ValueError(f"image {image_id}: label {det.label} has no entry in label_to_cat_id")
+    x0, y0, x1, y1 = (float(v) for v in det.box.float())
+    det.window = det.window.float()
+    return {"image_id": int(image_id), "category_id": int(label_to_cat_id[det.label]),
+            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(det.score),
+            "segmentation": mask_window_to_rle(det, mask_threshold)}
 
 
 def _entry_problem(entry) -> str | None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import warnings
+from collections import Counter
 from pathlib import Path
 
+from pycocotools.coco import COCO
 
 from ..json_io import write_json
 from .coco_eval import COCO_METRICS, evaluate_coco
@@ -14,12 +18,60 @@ from .ground_truth import CocoLike, load_coco_gt
 from .proposal_recall import mask_average_recall
 from .voc_eval import evaluate_voc
 
-__all__ = ["evaluate_results", "format_metrics_table", "write_metrics"]
+__all__ = ["evaluate_results", "format_metrics_table", "write_metrics", "EvaluationWarning",
+           "check_category_ids", "detection_cap_excess", "restrict_to_images"]
+
+
+class EvaluationWarning(UserWarning):
+    """Warned when a score would otherwise be wrong without a word (unknown category ids, more
+    objects or detections per image than COCO AP counts)."""
+
+
+def check_category_ids(gt: COCO, results: list[dict]) -> int:
+    """Number of ``results`` whose ``category_id`` is not a GT category (they score nothing).
+
+    Raises ``ValueError`` naming the ids when *no* result has a known category (for example
+    0-based ids against 1-based ground truth: AP would be 0.0); warns (:class:`EvaluationWarning`)
+    with the counts per unknown id when only some are unknown."""
+    known = set(gt.getCatIds())
+    unknown = Counter(r["category_id"] for r in results if r["category_id"] not in known)
+    n = sum(unknown.values())
+    if not n:
+        return 0
+    ids = ", ".join(f"{c!r} ({k}x)" for c, k in sorted(unknown.items(), key=lambda x: str(x[0])))
+    if n == len(results):
+        raise ValueError(f"none of the {n} predictions has a category id of the ground truth: predicted ids "
+                         f"{ids}; ground-truth ids {sorted(known)} (0-based ids, or another dataset's?)")
+    warnings.warn(f"{n} of {len(results)} predictions have category ids that are not in the ground truth "
+                  f"and are not scored: {ids}; ground-truth ids {sorted(known)}", EvaluationWarning, stacklevel=3)
+    return n
+
+
+def detection_cap_excess(gt: COCO, results: list[dict], max_dets: int) -> list[str]:
+    """Where COCO AP's cap of ``max_dets`` detections per image and category cuts: one line per
+    (image, category) with more ground-truth objects or more predictions than ``max_dets``."""
+    preds = Counter((r["image_id"], r["category_id"]) for r in results)
+    objects = Counter((a["image_id"], a["category_id"]) for a in gt.dataset.get("annotations", [])
+                      if not a.get("iscrowd", 0))
+    lines = []
+    for key in sorted(set(preds) | set(objects), key=str):
+        if preds[key] > max_dets or objects[key] > max_dets:
+            lines.append(f"image {key[0]} category {key[1]}: {objects[key]} objects, {preds[key]} predictions")
+    return lines
+
+
+def restrict_to_images(gt: COCO, image_ids) -> COCO:
+    """A copy of ``gt`` holding only the images ``image_ids`` and their annotations."""
+    keep = set(image_ids)
+    dataset = copy.copy(gt.dataset)
+    dataset["images"] = [im for im in gt.dataset.get("images", []) if im["id"] in keep]
+    dataset["annotations"] = [a for a in gt.dataset.get("annotations", []) if a["image_id"] in keep]
+    return load_coco_gt(dataset)
 
 
 def evaluate_results(
     coco_gt: CocoLike, results: list[dict], *, voc: bool = True, proposal_recall: bool = False,
-    class_agnostic: bool = False,
+    class_agnostic: bool = False, max_dets: int = 100, skipped_images: list[dict] | None = None,
 ) -> dict:
     """Every metric of ``results`` (COCO results entries) against ``coco_gt``.
 
@@ -32,16 +84,34 @@ def evaluate_results(
     ``class_agnostic=True`` scores ``segm``, ``bbox`` and ``voc`` with every GT instance and
     every result in one category "object" (see :mod:`fcis.evaluation.class_agnostic`), always
     adds ``"ar"`` (when the results have masks) and records ``"class_agnostic": True``.
+
+    Never silently wrong: predictions whose category ids are all unknown to the GT raise
+    ``ValueError``; some unknown ones are warned about (:class:`EvaluationWarning`) and counted in
+    ``"unknown_category_predictions"``. COCO AP counts the ``max_dets`` best detections per image
+    and category (COCO: 100); where an image has more objects or predictions than that, a warning
+    says so and ``"max_dets_exceeded"`` lists them. ``skipped_images`` (``[{"image_id",
+    "file_name", "reason"}]``: images that could not be read, so have no predictions) are left out
+    of the ground truth before scoring, and listed in ``"skipped_images"``.
     """
+    if skipped_images:
+        gt = load_coco_gt(coco_gt)
+        skip = {s["image_id"] for s in skipped_images}
+        coco_gt = restrict_to_images(gt, [i for i in gt.getImgIds() if i not in skip])
     if class_agnostic:
         coco_gt, results = collapse_categories(coco_gt, results)
         proposal_recall = True
     gt = load_coco_gt(coco_gt)
+    unknown = check_category_ids(gt, results) if results else 0
+    capped = detection_cap_excess(gt, results, max_dets)
+    if capped:
+        warnings.warn(f"COCO AP counts at most {max_dets} detections per image and category; "
+                      f"{len(capped)} exceed it ({'; '.join(capped[:3])}{'; ...' if len(capped) > 3 else ''}): "
+                      f"raise the cap (--max-detections)", EvaluationWarning, stacklevel=2)
     has_masks = not results or any("segmentation" in r for r in results)
     metrics: dict = {}
     if has_masks:
-        metrics["segm"] = evaluate_coco(gt, results, "segm")
-    metrics["bbox"] = evaluate_coco(gt, results, "bbox")
+        metrics["segm"] = evaluate_coco(gt, results, "segm", max_dets=max_dets)
+    metrics["bbox"] = evaluate_coco(gt, results, "bbox", max_dets=max_dets)
     if voc and has_masks:
         metrics["voc"] = evaluate_voc(gt, results)
     if proposal_recall and has_masks:
@@ -50,6 +120,14 @@ def evaluate_results(
         metrics["class_agnostic"] = True
     metrics["num_images"] = len(gt.getImgIds())
     metrics["num_detections"] = len(results)
+    if max_dets != 100 or capped:
+        metrics["max_dets"] = int(max_dets)
+    if capped:
+        metrics["max_dets_exceeded"] = capped
+    if unknown:
+        metrics["unknown_category_predictions"] = unknown
+    if skipped_images:
+        metrics["skipped_images"] = list(skipped_images)
     return metrics
 
 
@@ -77,6 +155,8 @@ def format_metrics_table(metrics: dict) -> str:
     counts = [f"{k.replace('num_', '')}: {metrics[k]}" for k in ("num_images", "num_detections") if k in metrics]
     if counts:
         lines.append("  ".join(counts))
+    for s in metrics.get("skipped_images", []):
+        lines.append(f"skipped (not scored): {s.get('file_name', s['image_id'])}: {s.get('reason', 'unreadable')}")
     return "\n".join(lines)
 
 

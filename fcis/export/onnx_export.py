@@ -176,9 +176,9 @@ def feature_strides(backbone: nn.Module) -> tuple[int, int]:
 
 def preprocess_torch(image: Tensor, cfg) -> Tensor:
     """(3, H, W) float [0, 1] -> (1, 3, h, w): GeneralizedRCNNTransform's normalise and resize."""
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+    from fcis.models.rcnn_transform import RCNNTransform
 
-    t = GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, list(cfg.image_mean), list(cfg.image_std))
+    t = RCNNTransform(cfg.min_size, cfg.max_size, list(cfg.image_mean), list(cfg.image_std))
     t.eval()
     x, _ = t.resize(t.normalize(image), None)
     return x[None]

@@ -58,9 +58,10 @@ def resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 
 
 def resized_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """GeneralizedRCNNTransform's resized (h, w): short side ``min_size``, long side <= ``max_size``."""
+    """GeneralizedRCNNTransform's resized (h, w): short side ``min_size``, long side <= ``max_size``,
+    at least 1 pixel per side (``fcis.models.rcnn_transform.RCNNTransform``)."""
     scale = min(min_size / min(h, w), max_size / max(h, w))
-    return int(math.floor(float(h) * scale)), int(math.floor(float(w) * scale))
+    return max(1, int(math.floor(float(h) * scale))), max(1, int(math.floor(float(w) * scale)))
 
 
 # --- boxes -----------------------------------------------------------------------------------------

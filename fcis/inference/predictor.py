@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from fcis.models.mask_paste import detect_windows, mask_window_to_rle
 from fcis.runtime.amp import autocast, check_amp
 from fcis.runtime.device import resolve_device
 from fcis.runtime.errors import InputError
@@ -41,8 +42,10 @@ class Predictor:
 
     ``predict(x)`` returns ``{"boxes": float32[N, 4] xyxy, "labels": int64[N] (1..C), "scores":
     float32[N] (descending), "masks": bool[N, H, W] (binarised at the model's mask_threshold),
-    "class_names": list[str] (one per detection)}``, on the CPU, keeping only detections with
-    ``score >= score_threshold``. ``amp=True`` runs the model under ``torch.autocast`` with
+    "class_names": list[str] (one per detection), "image_size": (H, W)}``, on the CPU, keeping
+    only detections with ``score >= score_threshold`` (applied before any mask is pasted);
+    ``predict_rle(x)`` the same with ``"rles"`` (COCO RLE) instead of ``"masks"``, in memory
+    bounded by one box window. ``amp=True`` runs the model under ``torch.autocast`` with
     ``amp_dtype`` (``"bf16"``, or ``"fp16"`` on CUDA; see :mod:`fcis.engine.amp`).
     """
 
@@ -73,22 +76,42 @@ class Predictor:
         return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
 
     @torch.no_grad()
-    def predict(self, x: ImageLike) -> dict[str, Any]:
+    def _detections(self, x: ImageLike, mask_fn) -> tuple[dict[str, Any], list]:
+        """Run the model on one image; ``mask_fn(MaskWindow) -> mask`` per detection kept (score
+        threshold applied before any mask is pasted; one window in memory at a time)."""
         image = to_image_tensor(x).to(self.device)
+        size = tuple(image.shape[-2:])
+        boxes, labels, scores, masks = [], [], [], []
         with autocast(self.device, self.amp_dtype):
-            out = self.model([image])[0]
-        keep = out["scores"] >= self.score_threshold
-        masks = out["masks"][keep]
-        if masks.ndim == 4:
-            masks = masks[:, 0]
-        labels = out["labels"][keep].cpu()
+            (windows,) = detect_windows(self.model, [image], score_threshold=self.score_threshold)
+            del image
+            for det in windows:
+                det.window = det.window.float()
+                boxes.append(det.box.float().cpu())
+                labels.append(det.label)
+                scores.append(det.score)
+                masks.append(mask_fn(det))
+        labels_t = torch.tensor(labels, dtype=torch.int64)
         return {
-            "boxes": out["boxes"][keep].float().cpu(),
-            "labels": labels,
-            "scores": out["scores"][keep].float().cpu(),
-            "masks": (masks.float() >= self.mask_threshold).cpu() if masks.dtype != torch.bool else masks.cpu(),
+            "boxes": torch.stack(boxes) if boxes else torch.zeros(0, 4),
+            "labels": labels_t,
+            "scores": torch.tensor(scores, dtype=torch.float32),
             "class_names": [self.class_name(int(l)) for l in labels],
-        }
+            "image_size": size,
+        }, masks
+
+    def predict(self, x: ImageLike) -> dict[str, Any]:
+        out, masks = self._detections(x, lambda det: det.full_mask(self.mask_threshold).cpu())
+        out["masks"] = torch.stack(masks) if masks else torch.zeros(0, *out["image_size"], dtype=torch.bool)
+        return out
+
+    def predict_rle(self, x: ImageLike) -> dict[str, Any]:
+        """:meth:`predict` with each mask as COCO compressed RLE (``"rles"``: list of ``{"size":
+        [H, W], "counts": str}``) instead of ``"masks"``: no H×W mask is ever built, so memory is
+        bounded by one box window whatever the image's size (what ``fcis predict`` uses)."""
+        out, rles = self._detections(x, lambda det: mask_window_to_rle(det, self.mask_threshold))
+        out["rles"] = rles
+        return out
 
     def predict_many(self, inputs: Iterable[ImageLike], *, progress: bool = True) -> list[dict[str, Any]]:
         """:meth:`predict` over ``inputs`` (paths or images), with a progress bar."""

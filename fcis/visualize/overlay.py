@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import colorsys
 import os
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from fcis.image_io import pil_to_rgb_array, read_rgb
 
 __all__ = ["draw_predictions", "instance_colors"]
 
@@ -38,10 +41,9 @@ def _uint8_image(image: Any) -> np.ndarray:
     """``uint8[H, W, 3]`` from a path, a PIL image, an ``HxW``/``HxWx3`` array (uint8 or float in
     [0, 1]) or a ``3xHxW`` tensor."""
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            image = im.convert("RGB")
+        image = read_rgb(image)                       # as displayed (EXIF orientation applied)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB")).copy()
+        image = pil_to_rgb_array(image)
     if hasattr(image, "detach"):                                        # a 3xHxW tensor
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError("image must be a path, PIL image, HxWx3 array or 3xHxW tensor")
@@ -72,12 +74,34 @@ def _blend_masks(canvas: np.ndarray, masks: np.ndarray, colors: Sequence[tuple[i
     return out.astype(np.uint8)
 
 
+def _blend_rles(canvas: np.ndarray, rles: Sequence[dict], colors: list, alpha: float) -> np.ndarray:
+    """``draw_segmentation_masks``' blend of COCO RLE masks, one mask at a time and only inside its
+    extent (memory: one H×W uint8 mask, not N of them)."""
+    from pycocotools import mask as mask_utils
+
+    out = canvas.copy()                                                 # (H, W, 3) uint8
+    h, w = out.shape[:2]
+    for rle, color in zip(rles, colors):
+        if list(rle["size"]) != [h, w]:
+            raise ValueError(f"a mask is {tuple(rle['size'])} but the image is {(h, w)}")
+        x, y, bw, bh = (int(v) for v in mask_utils.toBbox(rle))
+        if bw == 0 or bh == 0:
+            continue
+        with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 DeprecationWarning
+            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+            m = mask_utils.decode(rle)[y:y + bh, x:x + bw].astype(bool)
+        region = out[y:y + bh, x:x + bw]
+        blended = region * (1 - alpha) + np.asarray(color, dtype=np.float64) * alpha
+        region[m] = blended[m].astype(np.uint8)
+    return out
+
+
 def draw_predictions(image: Any, prediction: dict[str, Any], class_names: Sequence[str] | None = None, *,
                      alpha: float = 0.5, box_width: int = 2, mask_threshold: float = 0.5,
                      draw_boxes: bool = True) -> Image.Image:
     """Draw ``prediction`` (``boxes`` xyxy, ``labels``, ``scores``, ``masks`` ``[N, H, W]`` or
-    ``[N, 1, H, W]``, bool or probabilities cut at ``mask_threshold``; NumPy arrays or tensors)
-    on ``image``.
+    ``[N, 1, H, W]``, bool or probabilities cut at ``mask_threshold``; NumPy arrays or tensors;
+    or instead ``rles``: COCO RLEs, drawn one at a time inside their extent) on ``image``.
 
     Each instance gets its own colour; labels read ``"name 0.93"`` where ``name`` is
     ``prediction["class_names"][i]``, else ``class_names[label - 1]``, else the label number.
@@ -90,6 +114,8 @@ def draw_predictions(image: Any, prediction: dict[str, Any], class_names: Sequen
         return Image.fromarray(canvas)
     colors = instance_colors(n)
     masks = prediction.get("masks")
+    if masks is None and prediction.get("rles") is not None:
+        canvas = _blend_rles(canvas, prediction["rles"], colors, alpha)
     if masks is not None:
         masks = _numpy(masks)
         if masks.ndim == 4:

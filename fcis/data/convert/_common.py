@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..cocofile import polygon_area
+from ...image_io import ImageReadError, displayed_size
+from ..cocofile import polygon_area, polygon_meets_image
 from ..errors import data_error
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -28,14 +28,12 @@ def list_images(image_dir: str | os.PathLike) -> list[Path]:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` of an image file read from its header; DataError naming it on failure."""
+    """``(width, height)`` of an image file as displayed (EXIF orientation applied: annotations
+    refer to the rotated picture), read from its header; DataError naming it on failure."""
     try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise data_error(path, "cannot read image (file not found)") from None
-    except Exception as e:
-        raise data_error(path, f"cannot read image ({type(e).__name__}: {e})") from None
+        return displayed_size(path)
+    except ImageReadError as e:
+        raise data_error(path, e.reason) from None
 
 
 def file_name_for(image_path: Path, out_json: Path) -> str:
@@ -73,14 +71,16 @@ def mask_record(ann_id: int, image_id: int, cat_id: int, mask: np.ndarray) -> di
             "area": int(mask.sum()), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
 
 
-def polygon_problem(coords: list[float]) -> str | None:
-    """Why a flat polygon cannot be used, or None."""
+def polygon_problem(coords: list[float], width: int | None = None, height: int | None = None) -> str | None:
+    """Why a flat polygon cannot be used (in a ``width`` x ``height`` image, when given), or None."""
     if len(coords) % 2:
         return "polygon has an odd number of coordinates"
     if len(coords) < 6:
         return f"polygon has {len(coords) // 2} point(s), need at least 3"
     if polygon_area(coords) <= 0:
         return "polygon has no area"
+    if width is not None and height is not None and not polygon_meets_image(coords, height, width):
+        return f"polygon lies entirely outside the image ({width}x{height})"
     return None
 
 

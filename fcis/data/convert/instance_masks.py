@@ -6,18 +6,20 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from ...image_io import ImageReadError, verified_open
 from ..errors import data_error
 from ._common import file_name_for, image_record, image_size, list_images, mask_record, write_coco
 
 
 def _read_mask(path: Path) -> np.ndarray:
+    """Instance ids ``[H, W]`` of a mask file whose integrity ``PIL.Image.verify`` checked (a PNG
+    with zeroed bytes still decodes, into garbage; its chunk checksums give it away)."""
     try:
-        with Image.open(path) as im:
+        with verified_open(path, "mask") as im:
             mode, arr = im.mode, np.asarray(im)
-    except Exception as e:
-        raise data_error(path, f"cannot read mask ({type(e).__name__}: {e})") from None
+    except ImageReadError as e:
+        raise data_error(path, e.reason) from None
     if arr.ndim != 2:
         raise data_error(path, f"instance mask must have one channel (pixel value = instance id), got mode {mode}")
     return arr

@@ -97,7 +97,7 @@ def convert_via(
                 coords = _region_polygon(shape)
             except ValueError as e:
                 raise data_error(via_json, f"image '{entry['filename']}' region {r}: {e}") from None
-            problem = polygon_problem(coords)
+            problem = polygon_problem(coords, width, height)
             if problem:
                 raise data_error(via_json, f"image '{entry['filename']}' region {r}: {problem}")
             annotations.append(polygon_record(len(annotations) + 1, image_id, 1, coords, width, height))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .config import FCISConfig
-from .mask_voting import masks_to_boxes_or_keep, vote_masks
+from ..mask_paste import MaskWindow, tight_window_box
+from .mask_voting import masks_to_boxes_or_keep, vote_masks, voted_windows
 
-__all__ = ["select_detections"]
+__all__ = ["select_detections", "select_detection_windows"]
 
 
 def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
@@ -38,3 +41,25 @@ def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
     if cfg.mask_voting:
         det_boxes = masks_to_boxes_or_keep(masks, det_boxes, cfg.mask_threshold)
     return {"boxes": det_boxes, "labels": labels, "scores": det_scores, "masks": masks[:, None]}
+
+
+def select_detection_windows(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor, image_size: tuple[int, int],
+                             cfg: FCISConfig, score_threshold: float = 0.0) -> Iterator[MaskWindow]:
+    """:func:`select_detections` one detection at a time, keeping those with ``score >=
+    score_threshold`` before any mask is voted: each as a :class:`MaskWindow` (the voted mask in
+    its pixel window), same values as the full-image masks. Memory: one window, not (N, H, W)."""
+    scores = class_probs[:, 1:]
+    cand, cls = torch.nonzero(scores > cfg.score_thresh, as_tuple=True)
+    flat_scores = scores[cand, cls]
+    keep = batched_nms(boxes[cand], flat_scores, cls, cfg.nms_iou)[: cfg.detections_per_img]
+    keep = keep[flat_scores[keep] >= score_threshold]
+    cand, labels, det_scores = cand[keep], cls[keep] + 1, flat_scores[keep]
+    det_boxes = boxes[cand]
+    for n, frame, voted in voted_windows(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
+                                         iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
+                                         kept_index=cand):
+        box = det_boxes[n]
+        if cfg.mask_voting:
+            tight = tight_window_box(voted >= cfg.mask_threshold, frame[0], frame[1])
+            box = box if tight is None else tight.to(box.dtype)
+        yield MaskWindow(box, int(labels[n]), float(det_scores[n]), voted, frame[0], frame[1], image_size)

@@ -4,6 +4,7 @@ average, in image space, of the masks of all candidates of its class that overla
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -11,7 +12,7 @@ from torchvision.ops import box_iou
 
 from ..mask_paste import paste_masks_in_frame
 
-__all__ = ["vote_masks", "masks_to_boxes_or_keep"]
+__all__ = ["vote_masks", "voted_windows", "masks_to_boxes_or_keep"]
 
 
 def _frame(boxes: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
@@ -36,12 +37,30 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
         voting: False pastes each detection's own mask (``kept_index`` (N,) gives its candidate).
 
     Returns:
-        (N, H, W) float masks in [0, 1].
+        (N, H, W) float masks in [0, 1] (the windows of :func:`voted_windows` placed in the image).
     """
     height, width = image_size
     out = cand_masks.new_zeros(len(kept_boxes), height, width)
+    for n, frame, voted in voted_windows(kept_boxes, kept_labels, cand_boxes, cand_scores, cand_masks, image_size,
+                                         iou=iou, min_score=min_score, voting=voting, kept_index=kept_index):
+        out[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
+    return out
+
+
+#: Candidate masks are pasted at most this many pixels at a time while voting (bounds memory).
+_PASTE_BUDGET = 1 << 23
+
+
+def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand_scores: Tensor,
+                  cand_masks: Tensor, image_size: tuple[int, int], *, iou: float, min_score: float,
+                  voting: bool = True, kept_index: Tensor | None = None,
+                  ) -> Iterator[tuple[int, tuple[int, int, int, int], Tensor]]:
+    """:func:`vote_masks` one detection at a time: ``(n, frame (x0, y0, x1, y1), voted (y1 - y0,
+    x1 - x0))``, the voted mask inside the smallest pixel window holding the voters' boxes (zero
+    outside it). Voters are pasted in chunks of at most ``_PASTE_BUDGET`` pixels."""
+    height, width = image_size
     if len(kept_boxes) == 0:
-        return out
+        return
     overlaps = box_iou(kept_boxes, cand_boxes) if voting else None
     for n in range(len(kept_boxes)):
         c = int(kept_labels[n])
@@ -53,11 +72,14 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
             members = kept_index[n].view(1)
         boxes = cand_boxes[members]
         frame = _frame(torch.cat([boxes, kept_boxes[n:n + 1]]), height, width)
-        pasted = paste_masks_in_frame(cand_masks[members, c], boxes, frame)  # (K, h, w)
         weights = cand_scores[members, c]
-        voted = (weights[:, None, None] * pasted).sum(0) / weights.sum().clamp(min=1e-12)
-        out[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
-    return out
+        step = max(1, _PASTE_BUDGET // max(1, (frame[2] - frame[0]) * (frame[3] - frame[1])))
+        voted = None
+        for k in range(0, len(members), step):
+            pasted = paste_masks_in_frame(cand_masks[members[k:k + step], c], boxes[k:k + step], frame)  # (K, h, w)
+            part = (weights[k:k + step, None, None] * pasted).sum(0)
+            voted = part if voted is None else voted + part
+        yield n, frame, voted / weights.sum().clamp(min=1e-12)
 
 
 def masks_to_boxes_or_keep(masks: Tensor, boxes: Tensor, threshold: float) -> Tensor:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import clip_boxes_to_image
 
 from ..backbone import ResNetC4C5
+from ..mask_paste import MaskWindow
+from ..rcnn_transform import RCNNTransform
 from ..rpn import build_rpn
 from .config import FCISConfig
 from .head import FCISHead, RoIScores, ScoreMaps
-from .inference import select_detections
+from .inference import select_detection_windows, select_detections
 from .losses import per_roi_losses, reduce_losses, select_hard, select_random
 from .targets import assign_targets, mask_targets
 
@@ -34,7 +38,7 @@ class FCIS(nn.Module):
     def __init__(self, config: FCISConfig, backbone: ResNetC4C5) -> None:
         super().__init__()
         self.config = config
-        self.transform = GeneralizedRCNNTransform(config.min_size, config.max_size,
+        self.transform = RCNNTransform(config.min_size, config.max_size,
                                                   list(config.image_mean), list(config.image_std))
         self.backbone = backbone
         self.rpn = build_rpn(config, backbone.c4_channels)
@@ -55,6 +59,26 @@ class FCIS(nn.Module):
         if self.training:
             return {**rpn_losses, **self.roi_losses(maps, proposals, targets)}
         return self.detect(maps, proposals, batch.image_sizes, original_sizes)
+
+    @torch.no_grad()
+    def detect_windows(self, images: list[Tensor], *, score_threshold: float = 0.0) -> list[Iterator[MaskWindow]]:
+        """Eval-mode inference with bounded memory: per image, an iterator over its detections with
+        ``score >= score_threshold`` (descending), each a :class:`~fcis.models.mask_paste.MaskWindow`
+        (mask voted inside its box window only; same values as ``model(images)``'s masks)."""
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        batch, _ = self.transform(images)
+        c4, c5 = self.backbone(batch.tensors)
+        rpn_in = c4 if c4.dtype in (torch.float32, torch.float64) else c4.float()
+        proposals, _ = self.rpn(batch, {"0": rpn_in})
+        rois, probs, scores = self.score_candidates(self.head(c5), proposals, batch.image_sizes)
+        mask_probs = scores.mask_probs()
+        out = []
+        for i, (size, original) in enumerate(zip(batch.image_sizes, original_sizes)):
+            sel = torch.nonzero(rois[:, 0] == i).flatten()
+            boxes = resize_boxes(rois[sel, 1:], size, original)
+            out.append(select_detection_windows(boxes, probs[sel], mask_probs[sel], original, self.config,
+                                                score_threshold))
+        return out
 
     def roi_losses(self, maps: ScoreMaps, proposals: list[Tensor], targets: list[dict[str, Tensor]]
                    ) -> dict[str, Tensor]:

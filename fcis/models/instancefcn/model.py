@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import resize_boxes
 
 from ..backbone import ResNetC4C5
+from ..mask_paste import MaskWindow
+from ..rcnn_transform import RCNNTransform
 from .assemble import assemble_windows, window_boxes, window_centers
 from .config import InstanceFCNConfig
 from .head import InstanceBranch, ObjectnessBranch
-from .inference import select_proposals
+from .inference import proposal_windows, rank_proposals, select_proposals
 from .losses import instancefcn_losses, sample_windows
 from .targets import label_windows, window_mask_targets
 
@@ -33,7 +37,7 @@ class InstanceFCN(nn.Module):
     def __init__(self, config: InstanceFCNConfig, backbone: ResNetC4C5) -> None:
         super().__init__()
         self.config = config
-        self.transform = GeneralizedRCNNTransform(config.min_size, config.max_size,
+        self.transform = RCNNTransform(config.min_size, config.max_size,
                                                   list(config.image_mean), list(config.image_std))
         self.backbone = backbone
         self.instance = InstanceBranch(config, backbone.c5_channels)
@@ -97,24 +101,52 @@ class InstanceFCN(nn.Module):
             anchor=maps.sum() + objectness.sum(), objectness_weight=cfg.objectness_loss_weight,
             mask_weight=cfg.mask_loss_weight)
 
+    def _candidates(self, maps: Tensor, objectness: Tensor, i: int, size: tuple[int, int],
+                    grid: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Image ``i``'s ``pre_nms_top_n`` windows of highest objectness whose centre is in the
+        image: scores (K,), boxes (K, 4) in network-input pixels, mask probabilities (K, m, m)."""
+        cfg = self.config
+        ys, xs, _ = grid
+        probs = objectness[i].sigmoid()                                         # (S, H, W)
+        inside = (ys[:, None] < size[0]) & (xs[None, :] < size[1])
+        probs = torch.where(inside, probs, torch.full_like(probs, -1.0)).flatten()
+        top = torch.topk(probs, min(cfg.pre_nms_top_n, probs.numel())).indices
+        top = top[probs[top] > cfg.score_thresh]
+        rois = self._rois(i, top, grid)
+        return probs[top], rois[:, 1:], assemble_windows(maps, rois, cfg.window_size, cfg.feature_stride).sigmoid()
+
     def detect(self, maps: Tensor, objectness: Tensor, image_sizes: list[tuple[int, int]],
                original_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
         """Per image: the ``pre_nms_top_n`` windows of highest objectness whose centre is in the
-        image, their assembled masks pasted at the original size, mask NMS, tight boxes."""
+        image, mask NMS (on a grid over the network input), their assembled masks pasted at the
+        original size, tight boxes."""
         cfg = self.config
         grid = self._grid(maps)
-        ys, xs, _ = grid
         results = []
         for i, (size, original) in enumerate(zip(image_sizes, original_sizes)):
-            probs = objectness[i].sigmoid()                                     # (S, H, W)
-            inside = (ys[:, None] < size[0]) & (xs[None, :] < size[1])
-            probs = torch.where(inside, probs, torch.full_like(probs, -1.0)).flatten()
-            top = torch.topk(probs, min(cfg.pre_nms_top_n, probs.numel())).indices
-            top = top[probs[top] > cfg.score_thresh]
-            rois = self._rois(i, top, grid)
-            mask_probs = assemble_windows(maps, rois, cfg.window_size, cfg.feature_stride).sigmoid()
-            boxes = resize_boxes(rois[:, 1:], size, original)
-            results.append(select_proposals(probs[top], boxes, mask_probs, original, nms_iou=cfg.nms_iou,
-                                            nms_resolution=cfg.nms_resolution,
-                                            mask_threshold=cfg.mask_threshold, limit=cfg.detections_per_img))
+            scores, boxes, mask_probs = self._candidates(maps, objectness, i, size, grid)
+            results.append(select_proposals(scores, resize_boxes(boxes, size, original), mask_probs, original,
+                                            nms_iou=cfg.nms_iou, nms_resolution=cfg.nms_resolution,
+                                            mask_threshold=cfg.mask_threshold, limit=cfg.detections_per_img,
+                                            nms_boxes=boxes, nms_size=size))
         return results
+
+    @torch.no_grad()
+    def detect_windows(self, images: list[Tensor], *, score_threshold: float = 0.0) -> list[Iterator[MaskWindow]]:
+        """Eval-mode inference with bounded memory: per image, an iterator over its proposals with
+        ``score >= score_threshold`` (descending), each a :class:`~fcis.models.mask_paste.MaskWindow`
+        (mask pasted in its window only; same values as ``model(images)``'s masks)."""
+        cfg = self.config
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        batch, _ = self.transform(images)
+        features = self.backbone(batch.tensors)[1]
+        maps, objectness = self.instance(features), self.objectness(features)
+        grid = self._grid(maps)
+        out = []
+        for i, (size, original) in enumerate(zip(batch.image_sizes, original_sizes)):
+            scores, boxes, mask_probs = self._candidates(maps, objectness, i, size, grid)
+            keep = rank_proposals(mask_probs, boxes, size, nms_iou=cfg.nms_iou, nms_resolution=cfg.nms_resolution,
+                                  mask_threshold=cfg.mask_threshold, limit=cfg.detections_per_img)
+            out.append(proposal_windows(scores, resize_boxes(boxes, size, original), mask_probs, original, keep,
+                                        mask_threshold=cfg.mask_threshold, score_threshold=score_threshold))
+        return out

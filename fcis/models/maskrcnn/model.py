@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection import mask_rcnn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
+from torchvision.models.detection.transform import resize_boxes
 
+from ..mask_paste import MaskWindow
+from ..rcnn_transform import RCNNTransform
 from .config import MaskRCNNConfig
 
 __all__ = ["MaskRCNN"]
@@ -41,8 +49,43 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
                          rpn_anchor_generator=anchors, bbox_reg_weights=config.bbox_reg_weights,
                          **{k: getattr(config, k) for k in _TORCHVISION_KWARGS})
         self.config = config
+        self.transform = RCNNTransform(config.min_size, config.max_size, list(config.image_mean),
+                                       list(config.image_std))       # a very thin image keeps 1 px per side
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         return super().forward(images, targets)
+
+    @torch.no_grad()
+    def detect_windows(self, images: list[Tensor], *, score_threshold: float = 0.0) -> list[Iterator[MaskWindow]]:
+        """Eval-mode inference with bounded memory: per image, an iterator over its detections with
+        ``score >= score_threshold`` (descending), each a :class:`~fcis.models.mask_paste.MaskWindow`:
+        the RoI heads' 28×28 mask taken before torchvision's transform pastes it into the whole
+        image, pasted here into its box window only, exactly as ``paste_masks_in_image`` does."""
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        batch, _ = self.transform(images)
+        features = self.backbone(batch.tensors)
+        proposals, _ = self.rpn(batch, features)
+        detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
+        return [_windows(det, size, original, score_threshold)
+                for det, size, original in zip(detections, batch.image_sizes, original_sizes)]
+
+
+def _windows(det: dict[str, Tensor], size: tuple[int, int], original: tuple[int, int],
+             score_threshold: float) -> Iterator[MaskWindow]:
+    """torchvision's ``paste_masks_in_image`` (padding 1, box expanded to match, bilinear resize
+    to the integer box) one mask at a time, keeping only the part inside the image."""
+    keep = det["scores"] >= score_threshold
+    boxes = resize_boxes(det["boxes"][keep], size, original)
+    masks, scale = expand_masks(det["masks"][keep], padding=1)
+    int_boxes = expand_boxes(boxes, scale).to(torch.int64)
+    height, width = original
+    for k in range(len(boxes)):
+        x0, y0, x1, y1 = (int(v) for v in int_boxes[k])
+        w, h = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+        mask = F.interpolate(masks[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        wx0, wx1, wy0, wy1 = max(x0, 0), min(x1 + 1, width), max(y0, 0), min(y1 + 1, height)
+        window = mask[wy0 - y0:max(wy1, wy0) - y0, wx0 - x0:max(wx1, wx0) - x0]
+        yield MaskWindow(boxes[k], int(det["labels"][keep][k]), float(det["scores"][keep][k]), window, wx0, wy0,
+                         original)
