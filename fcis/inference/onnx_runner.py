@@ -228,7 +228,12 @@ def _postprocess(boxes, class_probs, mask_probs, image_size, cfg, score_threshol
             members = np.array([int(cand[n])])
         member_boxes = boxes[members]
         x0, y0, x1, y1 = _frame(np.concatenate([member_boxes, det_boxes[n:n + 1]]), height, width)
-        voted = vote_in_frame(mask_probs[members, c], member_boxes, class_probs[members, c], (x0, y0, x1, y1))
+        if voting and cfg.get("voting_binarize", False):   # official: binarise each mask, then average
+            w = class_probs[members, c]
+            pasted = paste_masks_in_frame(mask_probs[members, c], member_boxes, (x0, y0, x1, y1)) >= threshold
+            voted = (w[:, None, None] * pasted).sum(0) / max(w.sum(dtype=np.float32), np.float32(1e-12))
+        else:
+            voted = vote_in_frame(mask_probs[members, c], member_boxes, class_probs[members, c], (x0, y0, x1, y1))
         inside = voted >= threshold
         if binary and threshold <= 0:
             masks[n] = True

@@ -24,7 +24,7 @@ def _frame(boxes: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
 
 def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand_scores: Tensor,
                cand_masks: Tensor, image_size: tuple[int, int], *, iou: float, min_score: float,
-               voting: bool = True, kept_index: Tensor | None = None) -> Tensor:
+               voting: bool = True, kept_index: Tensor | None = None, binarize: float | None = None) -> Tensor:
     """Image-space masks of the kept detections.
 
     Args:
@@ -34,6 +34,8 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
         iou: candidates whose box IoU with a kept box is >= this vote for it.
         min_score: candidates with a class score <= this do not vote.
         voting: False pastes each detection's own mask (``kept_index`` (N,) gives its candidate).
+        binarize: with voting, each candidate's pasted mask is binarised at this threshold before
+            the weighted average (official ``mv_kernel.cu``); None averages the probabilities.
 
     Returns:
         (N, H, W) float masks in [0, 1].
@@ -55,6 +57,8 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
         frame = _frame(torch.cat([boxes, kept_boxes[n:n + 1]]), height, width)
         pasted = paste_masks_in_frame(cand_masks[members, c], boxes, frame)  # (K, h, w)
         weights = cand_scores[members, c]
+        if voting and binarize is not None:
+            pasted = (pasted >= binarize).to(pasted.dtype)
         voted = (weights[:, None, None] * pasted).sum(0) / weights.sum().clamp(min=1e-12)
         out[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
     return out
