@@ -14,7 +14,8 @@ class BorderAwareRPN(RegionProposalNetwork):
     """torchvision's RPN, with the official FCIS/Faster R-CNN rule that anchors crossing the image
     border by more than ``allowed_border`` pixels are ignored in training (never matched, never
     sampled; ``RPN_ALLOWED_BORDER = 0``). ``allowed_border=None`` is torchvision's behaviour. An
-    image where every anchor crosses the border keeps them all (rather than train on nothing)."""
+    image where every anchor crosses the border keeps them all (rather than train on nothing).
+    Coordinates are continuous here (official inclusive x2 < W is x2 <= W)."""
 
     def __init__(self, *args, allowed_border: int | None = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -33,7 +34,7 @@ class BorderAwareRPN(RegionProposalNetwork):
         b = float(self.allowed_border)
         labels, matched = [], []
         for anc, tgt, (h, w) in zip(anchors, targets, self._image_sizes):
-            inside = (anc[:, 0] >= -b) & (anc[:, 1] >= -b) & (anc[:, 2] < w + b) & (anc[:, 3] < h + b)
+            inside = (anc[:, 0] >= -b) & (anc[:, 1] >= -b) & (anc[:, 2] <= w + b) & (anc[:, 3] <= h + b)
             if not bool(inside.any()):
                 inside = torch.ones_like(inside)
             gt = tgt["boxes"]
