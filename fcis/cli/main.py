@@ -108,6 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         device = resolve_device(args.device)
         model, meta = load_model(args.weights, device)
+        _override_config(model, _parse_set(args.set))
         data = CocoInstances(args.data, args.image_root, on_bad_sample=args.on_bad_sample)
         agnostic = bool(getattr(model.config, "class_agnostic", False))  # segment proposals: one class
         if meta["class_names"] and not agnostic and meta["class_names"] != data.class_names:
@@ -123,6 +124,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_metrics_table(metrics))
     print(f"metrics: {path}")
     return 0
+
+
+def _override_config(model, overrides: dict[str, Any]) -> None:
+    """``fcis evaluate --set``: change inference fields of a loaded model's config in place (e.g.
+    ``detections_per_img``, ``pre_nms_top_n``, ``voting_binarize``); validated by the config class."""
+    import dataclasses
+
+    if not overrides:
+        return
+    names = {f.name for f in dataclasses.fields(model.config)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise UsageError(f"--set: {type(model.config).__name__} has no field {', '.join(unknown)}")
+    checked = dataclasses.replace(model.config, **overrides)
+    for key in overrides:
+        setattr(model.config, key, getattr(checked, key))
 
 
 # --- predict -------------------------------------------------------------------------------------
@@ -315,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=1)
     e.add_argument("--proposal-recall", action="store_true", help="add class-agnostic mask AR")
     e.add_argument("--on-bad-sample", choices=("skip", "raise"), default="skip")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="with --weights: an inference field of the model config, e.g. --set "
+                        "detections_per_img=1000 or --set voting_binarize=False (repeatable)")
     _amp_args(e)
     common(e)
     e.set_defaults(func=cmd_evaluate)
