@@ -243,6 +243,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
                                               mask_suffix=args.mask_suffix, category=args.category)
     elif args.format == "via":
         path = convert.convert_via(args.via_json, args.out_json, image_dir=args.image_dir, category=args.category)
+    elif args.format == "sbd":
+        path = convert.convert_sbd(args.sbd_root, args.out_json, split=args.split)
     else:
         path = convert.convert_yolo_seg(args.image_dir, args.label_dir, args.out_json,
                                         class_names=_class_names_arg(args.class_names))
@@ -385,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     cy.add_argument("label_dir")
     cy.add_argument("out_json")
     cy.add_argument("--class-names", required=True, help="comma-separated names, or a file with one per line")
+    cs = csub.add_parser("sbd", help="SBD release (img/, inst/*.mat, train.txt, val.txt): VOC instances, 20 classes")
+    cs.add_argument("sbd_root", metavar="SBD_ROOT", help="benchmark_RELEASE/dataset (or a folder above it)")
+    cs.add_argument("out_json")
+    cs.add_argument("--split", choices=("train", "val"), default="train")
     c.set_defaults(func=cmd_convert)
 
     m = sub.add_parser("make-shapes", help="write a synthetic shapes dataset")
