@@ -34,7 +34,10 @@ def make_sbd(root, rng):
         cats = [15, 12] if name != "2008_000007" else [1, 20]
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(ds / "img" / f"{name}.jpg")
         _write_inst(ds / "inst" / f"{name}.mat", seg, cats)
-        scipy_io.savemat(str(ds / "cls" / f"{name}.mat"), {"GTcls": {"Segmentation": seg}})
+        cls_map = np.zeros_like(seg)
+        for k, c in enumerate(cats, start=1):
+            cls_map[seg == k] = c
+        scipy_io.savemat(str(ds / "cls" / f"{name}.mat"), {"GTcls": {"Segmentation": cls_map}})
         truth[name] = (seg, cats)
     (ds / "train.txt").write_text("2008_000002\n2008_000003\n")
     (ds / "val.txt").write_text("2008_000007\n")
@@ -55,6 +58,9 @@ def test_sbd_round_trip(tmp_path):
         for k, a in enumerate(anns, start=1):
             np.testing.assert_array_equal(mask_utils.decode(a["segmentation"]), (seg == k).astype(np.uint8))
     ds_val = convert_sbd(ds, tmp_path / "val.json", split="val")       # the dataset folder itself works too
+    ids = tmp_path / "sds_val.txt"
+    ids.write_text("2008_000003\n")
+    assert len(json.loads(convert_sbd(ds, tmp_path / "ids.json", ids_file=ids).read_text())["images"]) == 1
     val = CocoInstances(ds_val)
     assert len(val) == 1 and val.class_names == list(VOC_CLASSES)
     _, target = val[0]
@@ -75,6 +81,9 @@ def test_sbd_errors_name_the_file_and_problem(tmp_path):
         convert_sbd(tmp_path, tmp_path / "a.json")
     _write_inst(ds / "inst" / "2008_000003.mat", seg, [15])                  # pixels of instance 2, no class
     with pytest.raises(DataError, match=r"instance ids \[2\] have pixels but no category"):
+        convert_sbd(tmp_path, tmp_path / "a.json")
+    _write_inst(ds / "inst" / "2008_000003.mat", seg, [15, 13])                 # GTcls says 12
+    with pytest.raises(DataError, match=r"cls/2008_000003\.mat: instance 2 is horse .* classes \[12\]"):
         convert_sbd(tmp_path, tmp_path / "a.json")
     _write_inst(ds / "inst" / "2008_000003.mat", seg, [15, 21])
     with pytest.raises(DataError, match=r"Categories must be VOC class ids"):

@@ -244,7 +244,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     elif args.format == "via":
         path = convert.convert_via(args.via_json, args.out_json, image_dir=args.image_dir, category=args.category)
     elif args.format == "sbd":
-        path = convert.convert_sbd(args.sbd_root, args.out_json, split=args.split)
+        path = convert.convert_sbd(args.sbd_root, args.out_json, split=args.split, ids_file=args.ids)
     else:
         path = convert.convert_yolo_seg(args.image_dir, args.label_dir, args.out_json,
                                         class_names=_class_names_arg(args.class_names))
@@ -391,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("sbd_root", metavar="SBD_ROOT", help="benchmark_RELEASE/dataset (or a folder above it)")
     cs.add_argument("out_json")
     cs.add_argument("--split", choices=("train", "val"), default="train")
+    cs.add_argument("--ids", metavar="FILE", help="image id list instead of SBD's <split>.txt (e.g. the paper's SDS lists)")
     c.set_defaults(func=cmd_convert)
 
     m = sub.add_parser("make-shapes", help="write a synthetic shapes dataset")

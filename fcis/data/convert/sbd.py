@@ -7,7 +7,7 @@ Release layout (``benchmark_RELEASE/dataset/``, which may also be given as its p
     img/<id>.jpg      the images
     inst/<id>.mat     GTinst: Segmentation (H×W, pixel = instance index 1..N, 0 background),
                       Categories (N×1, VOC class 1..20 of each instance), Boundaries
-    cls/<id>.mat      GTcls: the semantic (class) labels; not needed for instances
+    cls/<id>.mat      GTcls: the semantic (class) labels; checked against Categories if present
     train.txt, val.txt  one image id per line
 
 Reading ``.mat`` files needs scipy (``pip install "fcis[sbd]"``).
@@ -70,19 +70,38 @@ def read_sbd_instances(mat_path: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     return seg.astype(np.int64), cats.astype(np.int64)
 
 
-def convert_sbd(sbd_root: str | os.PathLike, out_json: str | os.PathLike, *, split: str = "train") -> Path:
+def _read_classes(path: Path) -> np.ndarray | None:
+    """GTcls.Segmentation (H, W) of ``cls/<id>.mat``, or None when the file is absent."""
+    if not path.is_file():
+        return None
+    from scipy.io import loadmat
+
+    try:
+        st = loadmat(str(path)).get("GTcls")
+        return np.asarray(st["Segmentation"].flat[0]).astype(np.int64)
+    except Exception as e:
+        raise data_error(path, f"malformed SBD class annotation: expected a GTcls struct with a "
+                               f"Segmentation field ({type(e).__name__}: {e})") from None
+
+
+def convert_sbd(sbd_root: str | os.PathLike, out_json: str | os.PathLike, *, split: str = "train",
+                ids_file: str | os.PathLike | None = None) -> Path:
     """Convert one split of SBD to a COCO instances JSON with the 20 VOC categories; return its path.
 
     Instance k of image ``<id>`` is the pixels ``GTinst.Segmentation == k`` with class
     ``GTinst.Categories[k-1]``; masks are stored as compressed RLE. Value 255 (VOC's "void")
-    is ignored if present. ``file_name`` is relative to the JSON's folder. DataError for a
+    is ignored if present. Where ``cls/<id>.mat`` exists, each instance's pixels must carry its
+    class in ``GTcls.Segmentation`` (the official loader takes the class from there).
+    ``ids_file`` replaces ``<split>.txt``, e.g. the SDS lists the paper uses (5623 / 5732 ids,
+    msracver/FCIS ``data/VOCdevkit/VOCSDS/ImageSets/Main``).
+    ``file_name`` is relative to the JSON's folder. DataError for a
     missing split list, image or ``.mat`` file, a malformed struct, a map whose size differs from
     the image's, a pixel of an instance without a category, or an instance without pixels.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     root = _dataset_dir(Path(sbd_root))
-    list_path = root / f"{split}.txt"
+    list_path = Path(ids_file) if ids_file is not None else root / f"{split}.txt"
     if not list_path.is_file():
         raise data_error(list_path, f"split list not found (the SBD release has train.txt and val.txt)")
     ids = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
@@ -105,11 +124,20 @@ def convert_sbd(sbd_root: str | os.PathLike, out_json: str | os.PathLike, *, spl
         if stray:
             raise data_error(mat_path, f"instance ids {stray} have pixels but no category "
                                        f"(GTinst.Categories lists {len(cats)})")
+        classes = _read_classes(root / "cls" / f"{name}.mat")
+        if classes is not None and classes.shape != seg.shape:
+            raise data_error(root / "cls" / f"{name}.mat", f"class map shape {classes.shape} differs from "
+                                                          f"the instance map's {seg.shape}")
         image_id = len(images) + 1
         images.append(image_record(image_id, file_name_for(img_path, out_json), width, height))
         for k, cat in enumerate(cats.tolist(), start=1):
             if k not in present:
                 raise data_error(mat_path, f"instance {k} ({VOC_CLASSES[cat - 1]}) has no pixels")
-            annotations.append(mask_record(len(annotations) + 1, image_id, int(cat), seg == k))
+            mask = seg == k
+            if classes is not None and set(np.unique(classes[mask]).tolist()) != {cat}:
+                raise data_error(root / "cls" / f"{name}.mat", f"instance {k} is {VOC_CLASSES[cat - 1]} in "
+                                 f"GTinst.Categories but its pixels have classes {np.unique(classes[mask]).tolist()} "
+                                 "in GTcls.Segmentation")
+            annotations.append(mask_record(len(annotations) + 1, image_id, int(cat), mask))
     categories = [{"id": i + 1, "name": n, "supercategory": "voc"} for i, n in enumerate(VOC_CLASSES)]
     return write_coco(out_json, images, annotations, categories)
