@@ -124,3 +124,10 @@ def test_evaluate_set_overrides_inference_fields():
         _override_config(model, {"nonsense": 1})
     with pytest.raises(ValueError, match="assemble_mode"):
         _override_config(model, {"assemble_mode": "max"})
+
+
+def test_onnx_export_refuses_average_assembling(tmp_path):
+    from fcis.export.onnx_export import ExportError, export_onnx
+
+    with pytest.raises(ExportError, match="assemble_mode"):
+        export_onnx(fcis_resnet18(num_classes=1, assemble_mode="average"), tmp_path / "m.onnx")
