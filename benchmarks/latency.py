@@ -111,7 +111,8 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
     paste = StageTimer(timer.device)
     with timer("voting total"), _timed_pasting(paste):
         masks = vote_masks(det_boxes, labels, boxes, probs, mask_probs, original, iou=cfg.voting_iou,
-                           min_score=cfg.score_thresh, voting=cfg.mask_voting, kept_index=cand)
+                           min_score=cfg.score_thresh, voting=cfg.mask_voting, kept_index=cand,
+                           binarize=cfg.mask_threshold if cfg.voting_binarize else None)
     pasting = paste.times.get("pasting", 0.0)
     total = timer.times.pop("voting total")
     timer.add("pasting (inside voting)", pasting)

@@ -109,7 +109,9 @@ def test_onnxruntime_matches_pytorch_at_two_sizes(exported):
         spread.append(float(b["scores"][0] - b["scores"][-1]))
         labels_seen |= set(b["labels"].tolist())
     assert len(sizes) == 2                                      # one file, two network input sizes
-    assert min(spread) > 0.05 and len(labels_seen) >= 2         # orderings are meaningful
+    # orderings are meaningful: score spreads far above the 1e-3 tolerance (a random model's
+    # spread moves with any architecture detail; 0.048 after res5a's dilation, issue 12)
+    assert min(spread) > 0.02 and len(labels_seen) >= 2
 
 
 def test_graph_outputs_match_pytorch_candidates(exported):

@@ -111,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         device = resolve_device(args.device)
         model, meta = load_model(args.weights, device)
+        _override_config(model, _parse_set(args.set))
         data = CocoInstances(args.data, args.image_root, on_bad_sample=args.on_bad_sample)
         agnostic = bool(getattr(model.config, "class_agnostic", False))  # segment proposals: one class
         if meta["class_names"] and not agnostic and meta["class_names"] != data.class_names:
@@ -131,6 +132,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_metrics_table(metrics))
     print(f"metrics: {path}")
     return 0
+
+
+def _override_config(model, overrides: dict[str, Any]) -> None:
+    """``fcis evaluate --set``: change inference fields of a loaded model's config in place (e.g.
+    ``detections_per_img``, ``pre_nms_top_n``, ``voting_binarize``); validated by the config class."""
+    import dataclasses
+
+    if not overrides:
+        return
+    names = {f.name for f in dataclasses.fields(model.config)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise UsageError(f"--set: {type(model.config).__name__} has no field {', '.join(unknown)}")
+    checked = dataclasses.replace(model.config, **overrides)
+    for key in overrides:
+        setattr(model.config, key, getattr(checked, key))
 
 
 # --- predict -------------------------------------------------------------------------------------
@@ -267,6 +284,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
                                               mask_suffix=args.mask_suffix, category=args.category)
     elif args.format == "via":
         path = convert.convert_via(args.via_json, args.out_json, image_dir=args.image_dir, category=args.category)
+    elif args.format == "sbd":
+        path = convert.convert_sbd(args.sbd_root, args.out_json, split=args.split, ids_file=args.ids)
     else:
         path = convert.convert_yolo_seg(args.image_dir, args.label_dir, args.out_json,
                                         class_names=_class_names_arg(args.class_names))
@@ -359,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-detections", type=int, default=100, metavar="N",
                    help="COCO AP counts the N best detections per image and category (COCO's 100); "
                         "a warning says when an image has more objects or predictions")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="with --weights: an inference field of the model config, e.g. --set "
+                        "detections_per_img=1000 or --set voting_binarize=False (repeatable)")
     _amp_args(e)
     common(e)
     e.set_defaults(func=cmd_evaluate)
@@ -409,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     cy.add_argument("label_dir")
     cy.add_argument("out_json")
     cy.add_argument("--class-names", required=True, help="comma-separated names, or a file with one per line")
+    cs = csub.add_parser("sbd", help="SBD release (img/, inst/*.mat, train.txt, val.txt): VOC instances, 20 classes")
+    cs.add_argument("sbd_root", metavar="SBD_ROOT", help="benchmark_RELEASE/dataset (or a folder above it)")
+    cs.add_argument("out_json")
+    cs.add_argument("--split", choices=("train", "val"), default="train")
+    cs.add_argument("--ids", metavar="FILE", help="image id list instead of SBD's <split>.txt (e.g. the paper's SDS lists)")
     c.set_defaults(func=cmd_convert)
 
     m = sub.add_parser("make-shapes", help="write a synthetic shapes dataset")

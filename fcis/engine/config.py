@@ -43,6 +43,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4              # the paper's value
+    bias_weight_decay: bool = False         # official (MXNet): no weight decay on biases
     warmup_iters: int = 500
     warmup_factor: float = 0.1              # warm-up starts at lr x warmup_factor
     lr_steps: tuple[float, ...] = (0.67, 0.89)

@@ -15,17 +15,35 @@ from .config import TrainConfig
 from .errors import TrainingError
 from .evaluator import evaluate_model, predict_dataset
 
-__all__ = ["build_optimizer", "train_step", "validate"]
+__all__ = ["build_optimizer", "param_groups", "train_step", "validate"]
 
 
 def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, world_size: int = 1
-                    ) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's) or AdamW, at ``cfg.resolved_lr(world_size)``."""
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The trainable parameters in optimizer groups, as the official FCIS: no weight decay on
+    biases (MXNet's default, names ending in ``bias``; unless ``cfg.bias_weight_decay``), and the
+    model's learning-rate multipliers (``model.lr_multipliers()``: name -> factor, e.g. 3× on
+    FCIS's ``conv_new_1``) as a ``lr_mult`` key that :func:`build_optimizer` applies."""
+    mults = model.lr_multipliers() if hasattr(model, "lr_multipliers") else {}
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = cfg.weight_decay if (cfg.bias_weight_decay or not name.endswith("bias")) else 0.0
+        groups.setdefault((float(mults.get(name, 1.0)), decay), []).append(param)
+    return [{"params": ps, "lr_mult": m, "weight_decay": wd} for (m, wd), ps in groups.items()]
+
+
+def build_optimizer(params: list[torch.nn.Parameter] | list[dict[str, Any]], cfg: TrainConfig,
+                    world_size: int = 1) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, at ``cfg.resolved_lr(world_size)``; ``params``
+    is a list of parameters or of groups from :func:`param_groups` (``lr_mult`` scales a group)."""
     lr = cfg.resolved_lr(world_size)
+    if params and isinstance(params[0], dict):
+        params = [{**g, "lr": lr * g.get("lr_mult", 1.0)} for g in params]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -71,7 +71,7 @@ from .errors import CheckpointError, TrainingError
 from .resume import apply_schedule, check_resumable, restore_rng, seed_everything, seed_rank
 from .run_log import RunLog, fmt_losses, segm_ap
 from .schedule import build_scheduler
-from .step import build_optimizer, train_step, validate
+from .step import build_optimizer, param_groups, train_step, validate
 
 __all__ = ["train"]
 
@@ -193,7 +193,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
         model = dist_utils.convert_sync_batchnorm(model, device)  # same parameters, global statistics
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg, world)
+    optimizer = build_optimizer(param_groups(model, cfg), cfg, world)
     scheduler = build_scheduler(optimizer, cfg)
     scaler = make_grad_scaler(device, amp_dtype)
 

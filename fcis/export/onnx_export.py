@@ -227,6 +227,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, class_names: list[
     """
     if not isinstance(model, FCIS):
         raise ExportError(f"only FCIS models export to ONNX (got {type(model).__name__})")
+    if model.config.assemble_mode != "bilinear":  # the average pooling's export is not tested
+        raise ExportError(f"ONNX export supports assemble_mode='bilinear' only, the model has "
+                          f"{model.config.assemble_mode!r}")
     try:
         import onnx
         import onnxscript  # noqa: F401 - needed by torch.onnx's dynamo exporter

@@ -184,7 +184,8 @@ def _frame(boxes: np.ndarray, height: int, width: int) -> Frame:
 def voted_masks_in_frames(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_boxes: np.ndarray,
                           cand_scores: np.ndarray, cand_masks: np.ndarray, image_size: tuple[int, int], *,
                           iou: float, min_score: float, voting: bool = True,
-                          kept_index: np.ndarray | None = None) -> Iterator[tuple[Frame, np.ndarray]]:
+                          kept_index: np.ndarray | None = None,
+                          binarize_at: float | None = None) -> Iterator[tuple[Frame, np.ndarray]]:
     """Mask voting, one kept detection at a time: yields ``(frame, voted)`` where ``voted``
     (y1 - y0, x1 - x0) is the detection's mask inside ``frame`` (zero outside it).
 
@@ -192,7 +193,9 @@ def voted_masks_in_frames(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_
     cand_boxes (M, 4), cand_scores (M, C+1), cand_masks (M, C+1, P, P): every candidate.
     The candidates whose box IoU with the kept box is >= ``iou`` and whose class score is
     > ``min_score`` vote, weighted by that score; ``voting=False`` pastes each detection's own
-    mask (its candidate index in ``kept_index``).
+    mask (its candidate index in ``kept_index``). ``binarize_at``: the official voting
+    (``mv_kernel.cu``): each voter's pasted mask is binarised at this threshold before the
+    score-weighted average (``FCISConfig.voting_binarize``).
     """
     height, width = image_size
     overlaps = box_iou(kept_boxes, cand_boxes) if voting and len(kept_boxes) else None
@@ -207,18 +210,25 @@ def voted_masks_in_frames(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_
             members = np.array([int(kept_index[n])])
         boxes = cand_boxes[members]
         frame = _frame(np.concatenate([boxes, kept_boxes[n:n + 1]]), height, width)
-        yield frame, vote_in_frame(cand_masks[members, c], boxes, cand_scores[members, c], frame)
+        if voting and binarize_at is not None:
+            w = cand_scores[members, c]
+            pasted = paste_masks_in_frame(cand_masks[members, c], boxes, frame) >= np.float32(binarize_at)
+            yield frame, (w[:, None, None] * pasted).sum(0) / max(w.sum(dtype=np.float32), np.float32(1e-12))
+        else:
+            yield frame, vote_in_frame(cand_masks[members, c], boxes, cand_scores[members, c], frame)
 
 
 def vote_masks(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_boxes: np.ndarray, cand_scores: np.ndarray,
                cand_masks: np.ndarray, image_size: tuple[int, int], *, iou: float, min_score: float,
-               voting: bool = True, kept_index: np.ndarray | None = None) -> np.ndarray:
+               voting: bool = True, kept_index: np.ndarray | None = None,
+               binarize_at: float | None = None) -> np.ndarray:
     """fcis.models.fcis.mask_voting.vote_masks: (N, H, W) float32 image-space masks of the kept
     detections (arguments as :func:`voted_masks_in_frames`)."""
     height, width = image_size
     out = np.zeros((len(kept_boxes), height, width), dtype=np.float32)
     frames = voted_masks_in_frames(kept_boxes, kept_labels, cand_boxes, cand_scores, cand_masks, image_size,
-                                   iou=iou, min_score=min_score, voting=voting, kept_index=kept_index)
+                                   iou=iou, min_score=min_score, voting=voting, kept_index=kept_index,
+                                   binarize_at=binarize_at)
     for n, ((x0, y0, x1, y1), voted) in enumerate(frames):
         out[n, y0:y1, x0:x1] = voted
     return out

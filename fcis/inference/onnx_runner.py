@@ -75,7 +75,8 @@ def _postprocess(boxes, class_probs, mask_probs, image_size, cfg, score_threshol
     threshold = np.float32(cfg["mask_threshold"])
     frames = voted_masks_in_frames(boxes[cand], labels, boxes, class_probs, mask_probs, (height, width),
                                    iou=float(cfg["voting_iou"]), min_score=float(cfg["score_thresh"]),
-                                   voting=voting, kept_index=cand)
+                                   voting=voting, kept_index=cand,
+                                   binarize_at=float(threshold) if cfg.get("voting_binarize", False) else None)
     for n, ((x0, y0, x1, y1), voted) in enumerate(frames):
         inside = voted >= threshold
         if binary and threshold <= 0:

@@ -69,6 +69,11 @@ def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dila
         _dilate_basic_layer4(model.layer3)
     if dilate_conv5 and basic:
         _dilate_basic_layer4(model.layer4, 4 if dilate_conv4 else 2, previous=2 if dilate_conv4 else 1)
+    if not basic:  # torchvision leaves the first block's 3×3 at the previous dilation
+        if dilate_conv4:
+            _dilate_first_3x3(model.layer3[0].conv2, 2)
+        if dilate_conv5:
+            _dilate_first_3x3(model.layer4[0].conv2, 4 if dilate_conv4 else 2)
     load_backbone_weights(model, weights)
     if not pretrained:
         trainable_layers = 5
@@ -83,17 +88,23 @@ def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dila
     return model
 
 
+def _dilate_first_3x3(conv: nn.Conv2d, dilation: int) -> None:
+    """The official FCIS dilates res5a's 3×3 (``res5a_branch2b``, pad 2 dilate 2) like the rest of
+    res5; torchvision's ``replace_stride_with_dilation`` keeps the first block's 3×3 at the
+    previous stage's dilation. Same weights, wider receptive field."""
+    conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
+
+
 def _dilate_basic_layer4(layer: nn.Sequential, dilation: int = 2, previous: int = 1) -> None:
-    """torchvision refuses dilation in BasicBlock: apply the hole algorithm by hand, as torchvision
-    does for Bottleneck: the first block keeps stride 1 and its first conv the ``previous``
-    dilation, the 3×3 convs after it get ``dilation``. Any stage works (the name is historical).
-    Shapes of the weights are unchanged, so ImageNet weights still load."""
+    """torchvision refuses dilation in BasicBlock: apply the hole algorithm by hand. The first
+    block gets stride 1, and every 3×3 conv of the stage ``dilation``, the first block's included
+    (as the official FCIS's res5a); ``previous`` is unused, kept for callers. Any stage works
+    (the name is historical). Shapes of the weights are unchanged, so ImageNet weights load."""
     first = layer[0]
     first.conv1.stride = (1, 1)
-    first.conv1.dilation, first.conv1.padding = (previous, previous), (previous, previous)
     if first.downsample is not None:
         first.downsample[0].stride = (1, 1)
-    convs = [first.conv2] + [c for block in layer[1:] for c in (block.conv1, block.conv2)]
+    convs = [first.conv1, first.conv2] + [c for block in layer[1:] for c in (block.conv1, block.conv2)]
     for conv in convs:
         conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
 

@@ -2,11 +2,56 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
-__all__ = ["RPNHead", "build_rpn"]
+__all__ = ["RPNHead", "BorderAwareRPN", "build_rpn"]
+
+
+class BorderAwareRPN(RegionProposalNetwork):
+    """torchvision's RPN, with the official FCIS/Faster R-CNN rule that anchors crossing the image
+    border by more than ``allowed_border`` pixels are ignored in training (never matched, never
+    sampled; ``RPN_ALLOWED_BORDER = 0``). ``allowed_border=None`` is torchvision's behaviour. An
+    image where every anchor crosses the border keeps them all (rather than train on nothing).
+    Coordinates are continuous here (official inclusive x2 < W is x2 <= W)."""
+
+    def __init__(self, *args, allowed_border: int | None = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.allowed_border = allowed_border
+        self._image_sizes: list[tuple[int, int]] | None = None
+
+    def forward(self, images, features, targets=None):
+        if self.training:
+            self._image_sizes = list(images.image_sizes)
+        return super().forward(images, features, targets)
+
+    def assign_targets_to_anchors(self, anchors: list[Tensor], targets: list[dict[str, Tensor]]
+                                  ) -> tuple[list[Tensor], list[Tensor]]:
+        if self.allowed_border is None or self._image_sizes is None:
+            return super().assign_targets_to_anchors(anchors, targets)
+        b = float(self.allowed_border)
+        labels, matched = [], []
+        for anc, tgt, (h, w) in zip(anchors, targets, self._image_sizes):
+            inside = (anc[:, 0] >= -b) & (anc[:, 1] >= -b) & (anc[:, 2] <= w + b) & (anc[:, 3] <= h + b)
+            if not bool(inside.any()):
+                inside = torch.ones_like(inside)
+            gt = tgt["boxes"]
+            if gt.numel():   # an outside anchor must not become a GT's best (low-quality) match
+                quality = self.box_similarity(gt, anc).masked_fill(~inside[None], -1.0)
+                idx = self.proposal_matcher(quality)
+                lab = (idx >= 0).to(torch.float32)
+                lab[idx == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
+                lab[idx == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1.0
+                box = gt[idx.clamp(min=0)]
+            else:
+                lab = torch.zeros(len(anc), dtype=torch.float32, device=anc.device)
+                box = torch.zeros(anc.shape, dtype=torch.float32, device=anc.device)
+            lab[~inside] = -1.0
+            labels.append(lab)
+            matched.append(box)
+        return labels, matched
 
 
 class RPNHead(nn.Module):
@@ -34,15 +79,18 @@ class RPNHead(nn.Module):
 
 
 def build_rpn(cfg, in_channels: int) -> RegionProposalNetwork:
-    """torchvision's RegionProposalNetwork over a single map ("0"), configured from ``cfg``
-    (any config with the ``anchor_sizes``, ``aspect_ratios`` and ``rpn_*`` fields)."""
+    """The RPN over a single map ("0"), configured from ``cfg`` (any config with the
+    ``anchor_sizes``, ``aspect_ratios`` and ``rpn_*`` fields; ``rpn_allowed_border`` and
+    ``rpn_min_size`` are optional, torchvision's behaviour without them)."""
     anchors = AnchorGenerator(sizes=(tuple(cfg.anchor_sizes),), aspect_ratios=(tuple(cfg.aspect_ratios),))
     head = RPNHead(in_channels, cfg.rpn_channels, anchors.num_anchors_per_location()[0])
-    return RegionProposalNetwork(
-        anchors, head,
+    rpn = BorderAwareRPN(
+        anchors, head, allowed_border=getattr(cfg, "rpn_allowed_border", None),
         fg_iou_thresh=cfg.rpn_fg_iou, bg_iou_thresh=cfg.rpn_bg_iou,
         batch_size_per_image=cfg.rpn_batch_size_per_image, positive_fraction=cfg.rpn_positive_fraction,
         pre_nms_top_n=dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test),
         post_nms_top_n=dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
         nms_thresh=cfg.rpn_nms_iou,
     )
+    rpn.min_size = float(getattr(cfg, "rpn_min_size", rpn.min_size))  # proposals with a smaller side dropped
+    return rpn

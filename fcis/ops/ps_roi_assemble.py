@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ps_roi_pool_avg import ps_roi_pool_avg
+
 __all__ = ["ps_roi_assemble", "PSRoIAssemble", "boxes_to_rois"]
 
 
@@ -108,6 +110,7 @@ def ps_roi_assemble(
     output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
+    mode: str = "bilinear",
 ) -> Tensor:
     """Assemble position-sensitive score maps per RoI.
 
@@ -120,6 +123,8 @@ def ps_roi_assemble(
         output_size: P (or (Ph, Pw)), the side of the output grid.
         spatial_scale: factor mapping box coordinates to ``input`` coordinates (1/stride).
         sampling_ratio: samples per cell and axis; <= 0 means ceil(roi_size / P) as RoIAlign.
+        mode: "bilinear" (this docstring) or "average": the official PS-RoI pooling, the mean over
+            the integer cells of each bin (:mod:`fcis.ops.ps_roi_pool_avg`; ignores sampling_ratio).
 
     Returns:
         (K, G, Ph, Pw): cell (i, j) of group g is RoIAlign (aligned=True) of channel
@@ -135,6 +140,10 @@ def ps_roi_assemble(
     if ph < k or pw < k:
         raise ValueError(f"output_size {(ph, pw)} must be at least group_size {k}")
     g = c // (k * k)
+    if mode != "bilinear":
+        if mode != "average":
+            raise ValueError(f"mode must be 'bilinear' or 'average', got {mode!r}")
+        return ps_roi_pool_avg(input, boxes_to_rois(boxes, input), k, (ph, pw), spatial_scale)
     # Coordinates in at least float32: under bf16/fp16 autocast, RoIs rounded to the maps' dtype
     # would move by pixels; only the normalised sampling grid is cast to the maps' dtype.
     coord_dtype = torch.promote_types(input.dtype, torch.float32)
@@ -229,8 +238,9 @@ class PSRoIAssemble(nn.Module):
     """Module form of :func:`ps_roi_assemble`; holds k, P, spatial scale and sampling ratio."""
 
     def __init__(self, group_size: int, output_size: int | tuple[int, int],
-                 spatial_scale: float = 1.0, sampling_ratio: int = -1) -> None:
+                 spatial_scale: float = 1.0, sampling_ratio: int = -1, mode: str = "bilinear") -> None:
         super().__init__()
+        self.mode = mode
         self.group_size = group_size
         self.output_size = output_size
         self.spatial_scale = spatial_scale
@@ -238,8 +248,8 @@ class PSRoIAssemble(nn.Module):
 
     def forward(self, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
         return ps_roi_assemble(input, boxes, self.group_size, self.output_size,
-                               self.spatial_scale, self.sampling_ratio)
+                               self.spatial_scale, self.sampling_ratio, self.mode)
 
     def extra_repr(self) -> str:
         return (f"group_size={self.group_size}, output_size={self.output_size}, "
-                f"spatial_scale={self.spatial_scale}, sampling_ratio={self.sampling_ratio}")
+                f"spatial_scale={self.spatial_scale}, sampling_ratio={self.sampling_ratio}, mode={self.mode!r}")

@@ -5,7 +5,8 @@ malformed input. Image ``file_name`` entries are stored relative to the JSON's f
 """
 
 from .instance_masks import convert_instance_masks
+from .sbd import VOC_CLASSES, convert_sbd
 from .via import convert_via
 from .yolo_seg import convert_yolo_seg
 
-__all__ = ["convert_instance_masks", "convert_via", "convert_yolo_seg"]
+__all__ = ["convert_instance_masks", "convert_via", "convert_yolo_seg", "convert_sbd", "VOC_CLASSES"]

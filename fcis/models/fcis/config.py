@@ -50,6 +50,12 @@ class FCISConfig:
     rpn_post_nms_top_n_train: int = 300
     rpn_pre_nms_top_n_test: int = 6000
     rpn_post_nms_top_n_test: int = 300
+    # As the official code: in training, anchors crossing the image border by more than this many
+    # pixels are ignored (neither foreground nor background; None keeps them all, torchvision's
+    # behaviour), and proposals with a side under ``rpn_min_size`` input pixels are dropped
+    # (official: 2 for COCO, 16 for VOC).
+    rpn_allowed_border: int | None = 0
+    rpn_min_size: float = 2.0
 
     # Head: 1×1 conv to 1024, then 2·k²·(C+1) inside/outside maps and 4·k² box maps.
     head_channels: int = 1024
@@ -58,6 +64,11 @@ class FCISConfig:
     # Samples per cell and axis in the assembling (RoIAlign's sampling ratio); <= 0 is adaptive.
     # Not a paper number: 2, as torchvision's RoI heads, keeps the cost fixed and export simple.
     sampling_ratio: int = 2
+    # "bilinear": RoIAlign-style samples per cell (above). "average": the official PS-RoI pooling,
+    # the mean over the integer feature cells each bin touches (RoI corners rounded to pixels).
+    assemble_mode: str = "bilinear"
+    # Learning-rate multiplier of the 1×1 conv to ``head_channels`` (official ``conv_new_1``: 3×).
+    head_lr_mult: float = 3.0
     # "joint": detection scores from max(inside, outside), as the paper. "separate": an extra set
     # of k²·(C+1) position-sensitive detection maps (the paper's "separate score maps" ablation).
     score_maps: str = "joint"
@@ -71,7 +82,11 @@ class FCISConfig:
     box_coder_weights: tuple[float, float, float, float] = (5.0, 5.0, 2.0, 2.0)  # 1 / (0.2, 0.2, 0.5, 0.5)
     mask_target_threshold: float = 0.4
     cls_loss_weight: float = 1.0
-    mask_loss_weight: float = 1.0  # equal weights as the paper; the original code uses 10
+    # Official weights [1, 10, 1]: the per-pixel-mean mask loss × 10, summed over the selected
+    # foreground RoIs and divided by all selected RoIs ("rois": grad_scale 10/128 with OHEM); OHEM
+    # ranks RoIs by cls + 10·mask + box. "foreground" divides by the foreground RoIs instead.
+    mask_loss_weight: float = 10.0
+    mask_loss_normalization: str = "rois"
     box_loss_weight: float = 1.0
     smooth_l1_beta: float = 1.0
 
@@ -82,6 +97,9 @@ class FCISConfig:
     detections_per_img: int = 100
     mask_voting: bool = True
     voting_iou: float = 0.5
+    # Voting averages each candidate's mask binarised at ``mask_threshold`` (official mv_kernel.cu)
+    # when True, or its probabilities when False.
+    voting_binarize: bool = True
     # Binarisation threshold of the output masks (probabilities): mask >= 0.4 is the instance.
     # The tight box of the voted mask is taken at this threshold too.
     mask_threshold: float = 0.4
@@ -91,6 +109,11 @@ class FCISConfig:
             raise ValueError(f"num_classes must be >= 1 foreground class, got {self.num_classes}")
         if self.mask_size < self.group_size:
             raise ValueError(f"mask_size ({self.mask_size}) must be >= group_size ({self.group_size})")
+        if self.assemble_mode not in ("bilinear", "average"):
+            raise ValueError(f"assemble_mode must be 'bilinear' or 'average', got {self.assemble_mode!r}")
+        if self.mask_loss_normalization not in ("rois", "foreground"):
+            raise ValueError("mask_loss_normalization must be 'rois' or 'foreground', "
+                             f"got {self.mask_loss_normalization!r}")
         if self.score_maps not in ("joint", "separate"):
             raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
         self.anchor_sizes = tuple(self.anchor_sizes)

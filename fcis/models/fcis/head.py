@@ -80,13 +80,16 @@ class FCISHead(nn.Module):
     def score_rois(self, maps: ScoreMaps, rois: Tensor) -> RoIScores:
         """Assemble RoIs (Tensor[R, 5]: batch index, x1, y1, x2, y2 in input pixels)."""
         cfg, k, p = self.cfg, self.cfg.group_size, self.cfg.mask_size
-        assembled = ps_roi_assemble(maps.inside_outside, rois, k, p, self.spatial_scale, cfg.sampling_ratio)
+        assembled = ps_roi_assemble(maps.inside_outside, rois, k, p, self.spatial_scale, cfg.sampling_ratio,
+                                    mode=cfg.assemble_mode)
         mask_logits = assembled.view(rois.shape[0], cfg.num_classes + 1, 2, p, p)
         if maps.detection is None:
             class_logits = mask_logits.amax(dim=2).mean(dim=(2, 3))
         else:
-            det = ps_roi_assemble(maps.detection, rois, k, k, self.spatial_scale, cfg.sampling_ratio)
+            det = ps_roi_assemble(maps.detection, rois, k, k, self.spatial_scale, cfg.sampling_ratio,
+                                  mode=cfg.assemble_mode)
             class_logits = det.mean(dim=(2, 3))
         # The box maps are assembled on the k×k grid and averaged (the original's PS-RoI pooling).
-        deltas = ps_roi_assemble(maps.boxes, rois, k, k, self.spatial_scale, cfg.sampling_ratio)
+        deltas = ps_roi_assemble(maps.boxes, rois, k, k, self.spatial_scale, cfg.sampling_ratio,
+                                 mode=cfg.assemble_mode)
         return RoIScores(class_logits, mask_logits, deltas.mean(dim=(2, 3)))

@@ -37,7 +37,7 @@ def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
     det_boxes = boxes[cand]
     masks = vote_masks(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
                        iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
-                       kept_index=cand)
+                       kept_index=cand, binarize=cfg.mask_threshold if cfg.voting_binarize else None)
     if cfg.mask_voting:
         det_boxes = masks_to_boxes_or_keep(masks, det_boxes, cfg.mask_threshold)
     return {"boxes": det_boxes, "labels": labels, "scores": det_scores, "masks": masks[:, None]}
@@ -57,7 +57,8 @@ def select_detection_windows(boxes: Tensor, class_probs: Tensor, mask_probs: Ten
     det_boxes = boxes[cand]
     for n, frame, voted in voted_windows(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
                                          iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
-                                         kept_index=cand):
+                                         kept_index=cand,
+                                         binarize=cfg.mask_threshold if cfg.voting_binarize else None):
         box = det_boxes[n]
         if cfg.mask_voting:
             tight = tight_window_box(voted >= cfg.mask_threshold, frame[0], frame[1])

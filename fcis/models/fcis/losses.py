@@ -53,15 +53,18 @@ def select_random(labels: Tensor, batch: Tensor, keep: int, fg_fraction: float) 
     return torch.cat(chosen) if chosen else batch.new_zeros(0, dtype=torch.long)
 
 
-def reduce_losses(cls: Tensor, mask: Tensor, box: Tensor, labels: Tensor, weights: tuple[float, float, float]
-                  ) -> dict[str, Tensor]:
+def reduce_losses(cls: Tensor, mask: Tensor, box: Tensor, labels: Tensor, weights: tuple[float, float, float],
+                  mask_normalization: str = "rois") -> dict[str, Tensor]:
     """Classification averaged over the selected RoIs, box loss summed over the foreground and
-    divided by the selected RoIs (as the original), mask loss averaged over the foreground RoIs.
-    With no foreground RoI the mask and box losses are exactly zero (and still in the graph)."""
+    divided by the selected RoIs (as the original). Mask loss summed over the foreground and
+    divided by the selected RoIs (``"rois"``, the original's ``grad_scale=10/128``) or by the
+    foreground RoIs (``"foreground"``). With no foreground RoI the mask and box losses are
+    exactly zero (and still in the graph)."""
     n = max(len(labels), 1)
     num_fg = int((labels > 0).sum())
+    mask_den = n if mask_normalization == "rois" else max(num_fg, 1)
     return {
         "loss_classifier": weights[0] * cls.sum() / n,
-        "loss_mask": weights[1] * mask.sum() / max(num_fg, 1),
+        "loss_mask": weights[1] * mask.sum() / mask_den,
         "loss_box_reg": weights[2] * box.sum() / n,
     }

@@ -25,7 +25,7 @@ def _frame(boxes: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
 
 def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand_scores: Tensor,
                cand_masks: Tensor, image_size: tuple[int, int], *, iou: float, min_score: float,
-               voting: bool = True, kept_index: Tensor | None = None) -> Tensor:
+               voting: bool = True, kept_index: Tensor | None = None, binarize: float | None = None) -> Tensor:
     """Image-space masks of the kept detections.
 
     Args:
@@ -35,6 +35,8 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
         iou: candidates whose box IoU with a kept box is >= this vote for it.
         min_score: candidates with a class score <= this do not vote.
         voting: False pastes each detection's own mask (``kept_index`` (N,) gives its candidate).
+        binarize: with voting, each candidate's pasted mask is binarised at this threshold before
+            the weighted average (official ``mv_kernel.cu``); None averages the probabilities.
 
     Returns:
         (N, H, W) float masks in [0, 1] (the windows of :func:`voted_windows` placed in the image).
@@ -42,7 +44,8 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
     height, width = image_size
     out = cand_masks.new_zeros(len(kept_boxes), height, width)
     for n, frame, voted in voted_windows(kept_boxes, kept_labels, cand_boxes, cand_scores, cand_masks, image_size,
-                                         iou=iou, min_score=min_score, voting=voting, kept_index=kept_index):
+                                         iou=iou, min_score=min_score, voting=voting, kept_index=kept_index,
+                                         binarize=binarize):
         out[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
     return out
 
@@ -53,7 +56,7 @@ _PASTE_BUDGET = 1 << 23
 
 def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand_scores: Tensor,
                   cand_masks: Tensor, image_size: tuple[int, int], *, iou: float, min_score: float,
-                  voting: bool = True, kept_index: Tensor | None = None,
+                  voting: bool = True, kept_index: Tensor | None = None, binarize: float | None = None,
                   ) -> Iterator[tuple[int, tuple[int, int, int, int], Tensor]]:
     """:func:`vote_masks` one detection at a time: ``(n, frame (x0, y0, x1, y1), voted (y1 - y0,
     x1 - x0))``, the voted mask inside the smallest pixel window holding the voters' boxes (zero
@@ -77,6 +80,8 @@ def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, c
         voted = None
         for k in range(0, len(members), step):
             pasted = paste_masks_in_frame(cand_masks[members[k:k + step], c], boxes[k:k + step], frame)  # (K, h, w)
+            if voting and binarize is not None:
+                pasted = (pasted >= binarize).to(pasted.dtype)
             part = (weights[k:k + step, None, None] * pasted).sum(0)
             voted = part if voted is None else voted + part
         yield n, frame, voted / weights.sum().clamp(min=1e-12)

@@ -101,7 +101,11 @@ class FCIS(nn.Module):
         t, masks = t.select(index), masks[index]
         losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets, masks,
                                 cfg.smooth_l1_beta)
-        return reduce_losses(*losses, t.labels, weights)
+        return reduce_losses(*losses, t.labels, weights, cfg.mask_loss_normalization)
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Learning-rate multipliers by parameter name (the official 3× on ``conv_new_1``)."""
+        return {f"head.reduce.{n}": self.config.head_lr_mult for n, _ in self.head.reduce.named_parameters()}
 
     def score_candidates(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
                          ) -> tuple[Tensor, Tensor, RoIScores]:

@@ -82,12 +82,13 @@ class InstanceFCNConfig:
 
     # Inference: rank windows by objectness, keep pre_nms_top_n, assemble and paste their masks,
     # mask NMS (IoU on masks binarised at mask_threshold, on a grid of nms_resolution px) and
-    # keep detections_per_img.
-    pre_nms_top_n: int = 300
+    # keep detections_per_img. Up to 1000 proposals, so that AR@1000 (the paper's metric) counts
+    # 1000; the full-size masks cost 4·H·W bytes each (lower it for plain prediction).
+    pre_nms_top_n: int = 2000
     score_thresh: float = 0.0
     nms_iou: float = 0.5
     nms_resolution: int = 4
-    detections_per_img: int = 100
+    detections_per_img: int = 1000
     # Binarisation of the output mask probabilities (per-pixel logistic): mask >= 0.5.
     mask_threshold: float = 0.5
 
