@@ -345,8 +345,8 @@ def test_select_random_fg_fraction_per_image(num_fg, expected_fg):
 # the official loss scale) with torch 2.14.1 / torchvision 0.29.1 on CPU. A deliberate change of
 # the maths (targets, sampling, loss formulas or scale, initialisation, RPN) must update them;
 # an unintended change fails here.
-# Same values with 1 and 2 threads (float64 throughout the RoI part; the RPN's objectness loss is
-# computed in float32); the OHEM cut (24 of 122 RoIs, 4 foreground) has a margin of 6e-5 in loss.
+# Same values with 1 and 2 threads (float64 throughout; the RPN objectness loss comes out float32,
+# as its labels are float32); the OHEM cut (24 of 122 RoIs, 4 foreground) has a margin of 6e-5 in loss.
 PINNED = {
     "loss_objectness": 0.7057769299,
     "loss_rpn_box_reg": 0.02835910590,
