@@ -32,8 +32,8 @@ def iou_ref(a, b):
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
 
 
 def bilinear_ref(img, y, x):
@@ -137,7 +137,8 @@ def test_assign_targets_iou_boundaries_classes_matches_and_deltas():
         ious = [iou_ref(g, box) for g in gt.tolist()]
         assert (t.labels[r] > 0) == (max(ious) >= 0.5)
         ref = encode_ref(gt[int(t.matched[r])].tolist(), box)
-        torch.testing.assert_close(t.box_targets[r], torch.tensor(ref, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(t.box_targets[r], torch.tensor(ref, dtype=torch.float64),
+                                   rtol=1e-12, atol=1e-12)
     assert torch.all(t.box_targets[6:] == 0)               # a GT box encodes to zero deltas
 
     # without GT added and with a higher threshold: only the RoI at IoU 162 / 228 = 0.71 stays
