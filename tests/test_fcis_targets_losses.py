@@ -343,7 +343,8 @@ def test_select_random_fg_fraction_per_image(num_fg, expected_fg):
 
 # Loss values of one training step of fcis_resnet18 (float64, OHEM on) on the fixed input below.
 # Obtained once by running this test's `_pinned_step()` at branch `losstests` (from `faithful`,
-# the official loss scale) with torch 2.14.1 / torchvision 0.29.1 on CPU. A deliberate change of
+# the official loss scale) with torch 2.14.1 / torchvision 0.29.1 on CPU:
+#   cd tests && PYTHONPATH=.. python -c "import test_fcis_targets_losses as t; print(t._pinned_step())" A deliberate change of
 # the maths (targets, sampling, loss formulas or scale, initialisation, RPN) must update them;
 # an unintended change fails here.
 # Same values with 1 and 2 threads (float64 throughout; the RPN objectness loss comes out float32,
