@@ -219,3 +219,4 @@ def test_body_limit_without_content_length_stops_the_stream():
 
     assert asyncio.run(call(5)) == (200, 5)
     assert asyncio.run(call(100)) == (413, 6)      # stopped at the sixth kilobyte, not the hundredth
+
