@@ -38,7 +38,7 @@ def model(tmp_path_factory):
     ckpt = tiny_checkpoint(root / "tiny.pt")
     photo = root / "photo.png"
     random_photo(96, 120).save(photo)
-    backend = ModelBackend.from_checkpoint(ckpt, device="cpu", score_threshold=0.0, threads=1)
+    backend = ModelBackend.from_checkpoint(ckpt, device="cpu", score_threshold=0.0)  # threads: leave torch's setting
     return {"root": root, "ckpt": ckpt, "photo": photo, "backend": backend}
 
 
@@ -220,3 +220,21 @@ def test_body_limit_without_content_length_stops_the_stream():
     assert asyncio.run(call(5)) == (200, 5)
     assert asyncio.run(call(100)) == (413, 6)      # stopped at the sixth kilobyte, not the hundredth
 
+
+
+def test_large_photo_runs_at_max_side_and_results_are_scaled_back(model):
+    """A photo over ``max_side`` is run downscaled; the answer is in the photo's own pixels."""
+    base = model["backend"]
+    backend = ModelBackend(base.predictor, name=base.name, backend=base.backend, input_size=base.input_size,
+                           max_side=60)
+    photo = Image.open(model["photo"]).convert("RGB")                       # 120 x 96 -> run at 60 x 48
+    big = backend.predict(photo)
+    small = base.predict(photo.resize((60, 48), Image.BILINEAR))
+    assert big["image"] == {"width": 120, "height": 96}
+    assert [i["score"] for i in big["instances"]] == [i["score"] for i in small["instances"]]
+    for b, s in zip(big["instances"], small["instances"]):
+        assert b["bbox"] == pytest.approx([2 * v for v in s["bbox"]], abs=1e-3)
+        assert b["segmentation"]["size"] == [96, 120]
+        m_big = mask_utils.decode({"size": [96, 120], "counts": b["segmentation"]["counts"].encode()})
+        m_small = mask_utils.decode({"size": [48, 60], "counts": s["segmentation"]["counts"].encode()})
+        assert np.array_equal(m_big, np.kron(m_small, np.ones((2, 2), dtype=m_small.dtype)))

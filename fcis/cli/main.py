@@ -268,10 +268,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          max_image_pixels=args.max_image_pixels, api_key=key)
     threads = split_threads(args.workers, args.threads)
     if args.onnx:
-        backend = ModelBackend.from_onnx(args.onnx, score_threshold=args.score_threshold, threads=threads)
+        backend = ModelBackend.from_onnx(args.onnx, score_threshold=args.score_threshold, threads=threads,
+                                         max_side=args.max_side)
     else:
         backend = ModelBackend.from_checkpoint(args.weights, device=args.device, score_threshold=args.score_threshold,
-                                               threads=threads, amp=args.amp, amp_dtype=args.amp_dtype)
+                                               threads=threads, amp=args.amp, amp_dtype=args.amp_dtype,
+                                               max_side=args.max_side)
     print(f"fcis serve: {backend.name} ({backend.backend}), {args.workers} worker(s) x {threads} thread(s), "
           f"queue {args.max_queue}{', API key required' if key else ''}: http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level=args.log_level)
@@ -427,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads get 413 (default 20)")
     v.add_argument("--max-image-pixels", type=int, default=40_000_000,
                    help="images with more pixels (width x height) get 413 (default 40e6)")
+    v.add_argument("--max-side", type=int, help="a photo with a longer side is run at this size and its results "
+                                                "scaled back (default: max(1024, 2 x the model's max_size)); "
+                                                "bounds the memory of full-size masks")
     v.add_argument("--workers", type=int, default=1, help="inferences run at once (threads sharing the model)")
     v.add_argument("--threads", type=int, help="CPU threads per inference (default: CPUs / workers)")
     v.add_argument("--max-queue", type=int, default=16, help="requests that may wait; more get 503 (default 16)")

@@ -154,7 +154,8 @@ async function predict(file) {
   try {
     bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
   } catch (e) {
-    bitmap = null;  // the browser cannot show it; the server will say what is wrong
+    try { bitmap = await createImageBitmap(file); }      // browsers without the option
+    catch (e2) { bitmap = null; }                         // not an image it can show; the server says why
   }
   const form = new FormData();
   form.append("image", file, file.name || "image");
