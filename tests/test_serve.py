@@ -238,3 +238,10 @@ def test_large_photo_runs_at_max_side_and_results_are_scaled_back(model):
         m_big = mask_utils.decode({"size": [96, 120], "counts": b["segmentation"]["counts"].encode()})
         m_small = mask_utils.decode({"size": [48, 60], "counts": s["segmentation"]["counts"].encode()})
         assert np.array_equal(m_big, np.kron(m_small, np.ones((2, 2), dtype=m_small.dtype)))
+
+
+def test_cli_serve_reports_a_bad_checkpoint(tmp_path, capsys):
+    assert main(["serve", "--weights", str(tmp_path / "nope.pt"), "--device", "cpu"]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+    assert main(["serve", "--help"]) == 0
+    assert "--max-image-pixels" in capsys.readouterr().out
