@@ -245,3 +245,20 @@ def test_cli_serve_reports_a_bad_checkpoint(tmp_path, capsys):
     assert "nope.pt" in capsys.readouterr().err
     assert main(["serve", "--help"]) == 0
     assert "--max-image-pixels" in capsys.readouterr().out
+
+
+def test_a_failing_model_gives_a_json_500_and_the_server_goes_on(model):
+    class Failing(BlockingBackend):
+        def predict(self, image, overlay=False):
+            if image.width == 13:
+                raise RuntimeError("boom")
+            return super().predict(image, overlay)
+
+    backend = Failing()
+    backend.release.set()
+    buf = io.BytesIO()
+    random_photo(10, 13).save(buf, format="PNG")
+    with TestClient(create_app(backend), raise_server_exceptions=False) as c:
+        r = c.post("/v1/predict", files={"image": ("p.png", buf.getvalue())})
+        assert r.status_code == 500 and "boom" in r.json()["detail"]
+        assert c.post("/v1/predict", files={"image": ("p.png", model["photo"].read_bytes())}).status_code == 200

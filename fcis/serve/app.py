@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import logging
 from importlib import resources
 from typing import Any, Callable
 
@@ -15,6 +16,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from fcis.engine.errors import InputError
+
 from .backend import ModelBackend
 from .config import ServeConfig
 from .queue import InferenceQueue, QueueFull
@@ -22,6 +25,7 @@ from .uploads import BodyLimit, UploadError, decode_upload
 
 __all__ = ["create_app", "STATIC_DIR"]
 
+log = logging.getLogger("fcis.serve")
 STATIC_DIR = resources.files("fcis.serve") / "static"
 PUBLIC_PATHS = ("/healthz", "/readyz", "/", "/favicon.ico")     # and /static/*: the page needs no key
 
@@ -81,6 +85,15 @@ def create_app(backend: ModelBackend, config: ServeConfig | None = None, *, warm
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
