@@ -126,6 +126,7 @@ def test_page_in_headless_chromium(server, tmp_path):
         driver.get(server["url"] + "/")
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: "fcis_resnet18" in d.find_element(By.ID, "model-info").text)
+        assert not driver.find_element(By.ID, "key-row").is_displayed()          # no key needed here
         driver.find_element(By.ID, "file-input").send_keys(str(photo_path))
         canvas = driver.find_element(By.ID, "overlay")
         wait.until(lambda d: canvas.get_attribute("data-shown") is not None)
