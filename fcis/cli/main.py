@@ -276,7 +276,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                max_side=args.max_side)
     print(f"fcis serve: {backend.name} ({backend.backend}), {args.workers} worker(s) x {threads} thread(s), "
           f"queue {args.max_queue}{', API key required' if key else ''}: http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level=args.log_level)
+    # uvicorn answers 503 beyond this many open requests: bounds the uploads held before the queue
+    connections = 2 * (args.workers + args.max_queue) + 8
+    uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level=args.log_level,
+                limit_concurrency=connections)
     return 0
 
 
