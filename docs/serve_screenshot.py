@@ -1,7 +1,7 @@
 """Make docs/serve_page.png: serve a checkpoint, open the page in headless Chromium, upload a
 photo, set the score slider, save a screenshot (palette PNG, small).
 
-    python docs/serve_screenshot.py --weights runs/demo/train/best.pt --image runs/demo/data/images/000250.png
+    python docs/serve_screenshot.py --weights runs/demo/train/best.pt --image runs/demo/data/images/00116.png --score 0.08
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
         options.binary_location = CHROMIUM
         for flag in CHROME_FLAGS:
             options.add_argument(flag)
-        options.add_argument("--window-size=900,560")
+        options.add_argument("--window-size=680,600")
         options.add_argument(f"--user-data-dir={tmp}/profile")
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         try:
