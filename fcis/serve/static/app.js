@@ -90,7 +90,7 @@ function draw() {
     const font = Math.max(12, Math.round(Math.max(canvas.width, canvas.height) / 45));
     ctx.font = `${font}px sans-serif`;
     ctx.textBaseline = "top";
-    for (const [inst, i] of shown) {
+    for (const [inst, i] of [...shown].reverse()) {   // the highest score's label drawn last, on top
       const [x, y, w, h] = inst.bbox, [r, g, b] = instanceColor(i), text = `${inst.category} ${inst.score.toFixed(2)}`;
       ctx.lineWidth = lw;
       ctx.strokeStyle = `rgb(${r},${g},${b})`;
