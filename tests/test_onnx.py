@@ -244,3 +244,33 @@ def test_metadata_holds_the_strides_measured_on_the_model(exported):
     assert graph.size_divisible == model.transform.size_divisible == 32
     predictor = OnnxPredictor(exported["onnx"])
     assert (predictor.rpn_stride, predictor.feature_stride, predictor.size_divisible) == (16, 16, 32)
+
+
+def test_serve_with_onnx_backend_answers_like_the_checkpoint(exported):
+    """``fcis serve --onnx``: the exported file behind the HTTP API gives the checkpoint's answer
+    (the serve tests proper are in tests/test_serve.py; this one reuses the exported file)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import warnings
+
+    from fcis.serve import ModelBackend, create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    photo = exported["images"][-1].read_bytes()
+    answers = {}
+    for kind, backend in (("onnx", ModelBackend.from_onnx(exported["onnx"], score_threshold=0.0, threads=1)),
+                          ("torch", ModelBackend.from_checkpoint(exported["ckpt"], device="cpu", score_threshold=0.0))):
+        with TestClient(create_app(backend)) as client:
+            info = client.get("/v1/model").json()
+            assert info["classes"] == [{"id": CAT_IDS[i + 1], "name": n} for i, n in enumerate(NAMES)]
+            assert info["backend"].startswith("onnxruntime" if kind == "onnx" else "torch")
+            r = client.post("/v1/predict", files={"image": ("portrait.png", photo)})
+            assert r.status_code == 200
+            answers[kind] = r.json()
+    got, want = answers["onnx"]["instances"], answers["torch"]["instances"]
+    assert answers["onnx"]["image"] == {"width": 90, "height": 120} and got
+    assert [i["category_id"] for i in got] == [i["category_id"] for i in want]
+    assert [i["score"] for i in got] == pytest.approx([i["score"] for i in want], abs=1e-4)

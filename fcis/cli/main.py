@@ -1,4 +1,4 @@
-"""The ``fcis`` command: train, evaluate, predict, export, convert, make-shapes, demo.
+"""The ``fcis`` command: train, evaluate, predict, export, convert, make-shapes, demo, serve.
 
 Bad input (a malformed dataset, a missing checkpoint, an unreadable image, ...) prints one line
 ``fcis: error: <message>`` to stderr and exits with status 2; ``--debug`` shows the traceback.
@@ -313,6 +313,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve (issue 16) ----------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from fcis.serve import ModelBackend, ServeConfig, create_app
+        from fcis.serve.config import split_threads
+    except ImportError as e:
+        raise UsageError(f"fcis serve needs the serve extra (pip install 'fcis[serve]'): {e}") from None
+    key = args.api_key or os.environ.get("FCIS_API_KEY") or None
+    config = ServeConfig(workers=args.workers, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
+                         max_image_pixels=args.max_image_pixels, api_key=key)
+    threads = split_threads(args.workers, args.threads)
+    if args.onnx:
+        backend = ModelBackend.from_onnx(args.onnx, score_threshold=args.score_threshold, threads=threads,
+                                         max_side=args.max_side)
+    else:
+        backend = ModelBackend.from_checkpoint(args.weights, device=args.device, score_threshold=args.score_threshold,
+                                               threads=threads, amp=args.amp, amp_dtype=args.amp_dtype,
+                                               max_side=args.max_side)
+    print(f"fcis serve: {backend.name} ({backend.backend}), {args.workers} worker(s) x {threads} thread(s), "
+          f"queue {args.max_queue}{', API key required' if key else ''}: http://{args.host}:{args.port}/", flush=True)
+    # uvicorn answers 503 beyond this many open requests: bounds the uploads held before the queue
+    connections = 2 * (args.workers + args.max_queue) + 8
+    uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level=args.log_level,
+                limit_concurrency=connections)
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -456,6 +486,33 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int)
     common(d)
     d.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("serve", help="serve a model: HTTP API (/v1/predict) and a web page (/)",
+                       description="Serve a checkpoint or an ONNX file over HTTP (FastAPI + uvicorn; needs the "
+                                   "serve extra): POST /v1/predict, GET /v1/model, /healthz, /readyz, the page "
+                                   "at / and the API docs at /docs.")
+    vsrc = v.add_mutually_exclusive_group(required=True)
+    vsrc.add_argument("--weights", metavar="CKPT", help="checkpoint written by fcis train")
+    vsrc.add_argument("--onnx", metavar="MODEL_ONNX", help="model written by fcis export (onnxruntime, CPU)")
+    v.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1: this machine only; "
+                                                       "0.0.0.0 listens on all)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--score-threshold", type=float, default=0.5, help="instances below it are not returned")
+    v.add_argument("--api-key", help="require this key (X-API-Key header) on every request but the health "
+                                     "checks and the page's files (default: $FCIS_API_KEY, else none)")
+    v.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads get 413 (default 20)")
+    v.add_argument("--max-image-pixels", type=int, default=40_000_000,
+                   help="images with more pixels (width x height) get 413 (default 40e6)")
+    v.add_argument("--max-side", type=int, help="a photo with a longer side is run at this size and its results "
+                                                "scaled back (default: max(1024, 2 x the model's max_size)); "
+                                                "bounds the memory of full-size masks")
+    v.add_argument("--workers", type=int, default=1, help="inferences run at once (threads sharing the model)")
+    v.add_argument("--threads", type=int, help="CPU threads per inference (default: CPUs / workers)")
+    v.add_argument("--max-queue", type=int, default=16, help="requests that may wait; more get 503 (default 16)")
+    v.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    _amp_args(v)
+    common(v, progress=False)
+    v.set_defaults(func=cmd_serve)
     return parser
 
 
