@@ -45,6 +45,9 @@ def assign_targets(proposals: list[Tensor], targets: list[dict[str, Tensor]], bo
             best_iou, idx = box_iou(gt_boxes, boxes).max(dim=0)
             lab = torch.where(best_iou >= fg_iou, tgt["labels"][idx], torch.zeros_like(idx))
             delta = box_coder.encode_single(gt_boxes[idx], boxes)
+            # Background RoIs have no box target; zero them, so that a degenerate (zero-width) GT
+            # box added as a RoI cannot put NaN deltas into the (masked) box loss.
+            delta = torch.where((lab > 0)[:, None], delta, torch.zeros_like(delta))
         batch = torch.full((len(boxes), 1), i, dtype=boxes.dtype, device=boxes.device)
         rois.append(torch.cat([batch, boxes], dim=1))
         labels.append(lab)
