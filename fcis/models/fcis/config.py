@@ -66,6 +66,7 @@ class FCISConfig:
     sampling_ratio: int = 2
     # "bilinear": RoIAlign-style samples per cell (above). "average": the official PS-RoI pooling,
     # the mean over the integer feature cells each bin touches (RoI corners rounded to pixels).
+    # Bilinear by default: measured in docs/REPRODUCING.md (better mask AP from scratch, cheaper).
     assemble_mode: str = "bilinear"
     # Learning-rate multiplier of the 1×1 conv to ``head_channels`` (official ``conv_new_1``: 3×).
     head_lr_mult: float = 3.0
