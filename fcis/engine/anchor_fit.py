@@ -15,8 +15,9 @@ positive whatever its IoU; a box below the threshold gets one weak, poorly place
 
 **Fitting** keeps the model's anchor count (``len(anchor_sizes) x len(aspect_ratios)``) and
 searches geometric size ladders between quantiles of the boxes' ``sqrt(w*h)`` and ratio sets
-(the paper's 0.5/1/2, quantiles of ``log(h/w)``, symmetric spreads), scoring each by coverage on
-(a deterministic sample of) the boxes.
+(the paper's 0.5/1/2, quantiles of ``log(h/w)``, symmetric spreads), scoring each by its coverage
+at the RPN's IoU plus its coverage at IoU 0.5 (so that no part of the size range is given up for
+a denser cover of the rest) on (a deterministic sample of) the boxes.
 """
 
 from __future__ import annotations
@@ -188,8 +189,10 @@ def fit_anchors(boxes: np.ndarray, padded: np.ndarray, *, num_sizes: int, defaul
     best, best_key = None, None
     for sizes in size_sets:
         for ratios in ratio_sets:
-            cov = anchor_coverage(*sample, [(stride, sizes, ratios)], fg_iou)
-            key = (cov, -math.log(sizes[-1] / sizes[0]))   # ties: the narrower ladder
+            iou = best_iou(*sample, [(stride, sizes, ratios)])
+            # coverage at the RPN's IoU, plus at 0.5 so that no size range is given up entirely
+            score = float(np.mean(iou >= fg_iou)) + float(np.mean(iou >= min(0.5, fg_iou)))
+            key = (score, -math.log(sizes[-1] / sizes[0]))   # ties: the narrower ladder
             if best_key is None or key > best_key:
                 best, best_key = (tuple(sizes), tuple(ratios)), key
     assert best is not None

@@ -149,9 +149,9 @@ def _image_problems(dataset) -> list[str]:
 
 # --- the picture ---------------------------------------------------------------------------------
 
-def draw_report(report: DataReport, path: str | Path) -> Path:
-    """A PNG with three histograms: box sizes at the input scale (log bins, anchor sizes marked),
-    instances per class, instances per image."""
+def draw_report(report: DataReport, path: str | Path, default_anchors: tuple[float, ...] = ()) -> Path:
+    """A PNG with three histograms: box sizes at the input scale (log bins, the report's anchor
+    sizes marked in red, ``default_anchors`` in grey), instances per class, instances per image."""
     from PIL import Image, ImageDraw
 
     W, H, pad = 1200, 420, 50
@@ -164,18 +164,20 @@ def draw_report(report: DataReport, path: str | Path) -> Path:
     panels = [(pad + i * (panel_w + pad), 50, panel_w, H - 110) for i in range(3)]
     # 1. box sizes, log2 bins
     marks = [float(v) for v in report.anchors.get("anchor_sizes", report.anchors.get("window_sizes", ()))]
+    greys = [float(v) for v in default_anchors]
     if len(report.sizes):
-        lo = 2 ** math.floor(math.log2(max(1.0, min(report.sizes.min(), *(marks or [1e9])))))
-        hi = 2 ** math.ceil(math.log2(max(report.sizes.max(), *(marks or [0])) + 1e-9))
+        lo = 2 ** math.floor(math.log2(max(1.0, min(report.sizes.min(), *(marks + greys or [1e9])))))
+        hi = 2 ** math.ceil(math.log2(max(report.sizes.max(), *(marks + greys or [0])) + 1e-9))
         edges = np.exp(np.linspace(math.log(lo), math.log(hi), 25))
         counts, _ = np.histogram(report.sizes, bins=edges)
-        _bars(d, panels[0], counts.tolist(), "box size sqrt(w*h), px (log), anchors in red",
+        _bars(d, panels[0], counts.tolist(), "box size sqrt(w*h), px (log); anchors: red" + (", defaults grey" if greys else ""),
               [f"{lo:g}", f"{math.sqrt(lo * hi):.0f}", f"{hi:g}"])
         x0, y0, pw, ph = panels[0]
-        for m in marks:
-            if lo <= m <= hi:
-                x = x0 + pw * math.log(m / lo) / math.log(hi / lo)
-                d.line([(x, y0), (x, y0 + ph)], fill=(220, 30, 30), width=2)
+        for colour, values in (((150, 150, 150), greys), ((220, 30, 30), marks)):
+            for m in values:
+                if lo <= m <= hi:
+                    x = x0 + pw * math.log(m / lo) / math.log(hi / lo)
+                    d.line([(x, y0), (x, y0 + ph)], fill=colour, width=2)
     else:
         _bars(d, panels[0], [], "box size: no boxes", [])
     # 2. classes
