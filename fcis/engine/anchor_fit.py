@@ -75,15 +75,15 @@ def resized_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int
     return int(math.floor(h * scale)), int(math.floor(w * scale))
 
 
-def input_boxes(coco, min_size: int, max_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-crowd boxes of a pycocotools ``COCO`` at the input scale.
+def input_boxes(coco, min_size: int | None, max_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Non-crowd boxes of a pycocotools ``COCO`` at the input scale (None: as stored).
 
     Returns ``boxes`` float64[N, 4] xyxy in input pixels and ``padded`` int64[N, 2], the padded
     (height, width) of each box's image (a multiple of 32)."""
     boxes, padded = [], []
     for img_id, img in coco.imgs.items():
         h, w = int(img["height"]), int(img["width"])
-        nh, nw = resized_size(h, w, min_size, max_size)
+        nh, nw = resized_size(h, w, min_size, max_size) if min_size and max_size else (h, w)
         ph, pw = (int(math.ceil(v / SIZE_DIVISIBLE) * SIZE_DIVISIBLE) for v in (nh, nw))
         for ann in coco.imgToAnns.get(img_id, []):
             if ann.get("iscrowd", 0):

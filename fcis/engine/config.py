@@ -130,10 +130,12 @@ class TrainConfig:
         return [k for k in ("iterations", "optimizer", "weight_decay", "warmup_iters", "warmup_factor", "lr_steps")
                 if getattr(self, k) is None]
 
-    def require_resolved(self) -> None:
-        """Raise ``ValueError`` when a field the run needs is still None (see ``unresolved``)."""
-        if self.unresolved():
-            raise ValueError(f"TrainConfig fields {', '.join(self.unresolved())} are None: resolve the recipe "
+    def require_resolved(self, *names: str) -> None:
+        """Raise ``ValueError`` when a field the run needs (``names``, default: all of
+        ``unresolved``'s) is still None."""
+        missing = [k for k in self.unresolved() if not names or k in names]
+        if missing:
+            raise ValueError(f"TrainConfig fields {', '.join(missing)} are None: resolve the recipe "
                              "first (fcis.engine.recipe.resolve_recipe; fcis.engine.train does it)")
 
     def model_overrides(self) -> dict[str, Any]:

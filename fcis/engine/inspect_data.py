@@ -87,7 +87,7 @@ def inspect_dataset(dataset, model_config, *, check_images: bool = False) -> Dat
     """Summarise ``dataset`` (a :class:`fcis.data.CocoInstances`) for a model with
     ``model_config`` (its ``min_size``, ``max_size`` and anchor fields are used)."""
     coco = dataset.coco
-    min_size, max_size = int(model_config.min_size), int(model_config.max_size)
+    min_size, max_size = getattr(model_config, "min_size", None), getattr(model_config, "max_size", None)
     boxes, padded = input_boxes(coco, min_size, max_size)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     label_names = {cid: dataset.class_names[lab - 1] for cid, lab in dataset.cat_id_to_label.items()}

@@ -42,13 +42,7 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     from .inspect_data import inspect_dataset
 
     given = {**model_overrides, **cfg.model_overrides()}
-    try:
-        with torch.device("meta"):   # the model's default config only: no memory, no RNG draws
-            defaults = builder(num_classes=train_ds.num_classes, backbone_pretrained=pretrained, **given).config
-    except TypeError as e:   # a misspelt --set field
-        if "unexpected keyword argument" not in str(e):
-            raise
-        raise ValueError(f"unknown model option ({e}); options are the fields of the model's config") from None
+    defaults = _default_config(builder, train_ds.num_classes, pretrained, given)
     names = {f.name for f in dataclasses.fields(defaults)}
     cfg, recipe = resolve_recipe(cfg, pretrained=pretrained, num_train_images=len(train_ds),
                                  world_size=world_size, model_fields=names, given_model=given)
@@ -74,6 +68,21 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     record = {"recipe": recipe.to_dict(), "anchors": fit.to_dict() if fit is not None else None,
               "data": report.summary()}
     return RunPlan(cfg, overrides, record)
+
+
+def _default_config(builder, num_classes: int, pretrained: bool, given: dict[str, Any]):
+    """The config ``builder`` makes with ``given`` (built on the meta device: no memory, no RNG
+    draws). ``backbone_pretrained`` tells it about ImageNet weights without loading them."""
+    extra = {"backbone_pretrained": True} if pretrained else {}
+    try:
+        with torch.device("meta"):
+            return builder(num_classes=num_classes, **extra, **given).config
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        if "backbone_pretrained" in str(e) and extra:   # a builder whose config lacks the field
+            return _default_config(builder, num_classes, False, given)
+        raise ValueError(f"unknown model option ({e}); options are the fields of the model's config") from None
 
 
 def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:

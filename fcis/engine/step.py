@@ -25,7 +25,7 @@ def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, world_size: int = 1
                     ) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's) or AdamW, at ``cfg.resolved_lr(world_size)``."""
-    cfg.require_resolved()
+    cfg.require_resolved("optimizer", "weight_decay")
     lr = cfg.resolved_lr(world_size)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
