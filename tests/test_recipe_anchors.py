@@ -198,3 +198,25 @@ def test_bare_train_fits_anchors_and_records_them(tiny, tmp_path):
     assert run["anchors"]["coverage"] >= run["anchors"]["default_coverage"]
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert ckpt["anchors"]["fields"]["anchor_sizes"] == run["anchors"]["fields"]["anchor_sizes"]
+
+
+def test_inspect_reports_the_loaders_problems(tiny, tmp_path):
+    import warnings
+
+    from fcis.data import CocoInstances
+    from fcis.engine.inspect_data import inspect_dataset
+    from fcis.models import FCISConfig
+
+    data = json.loads(tiny["train"].read_text())
+    data["images"].append({"id": 999, "file_name": "images/missing.png", "height": 64, "width": 80})
+    bad = dict(data["annotations"][0], id=10**6, bbox=[1, 2, 3])
+    data["annotations"].append(bad)
+    path = tiny["train"].parent / "broken.json"
+    path.write_text(json.dumps(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = CocoInstances(path)
+    report = inspect_dataset(ds, FCISConfig(num_classes=3, min_size=64, max_size=80), check_images=True)
+    text = " ".join(report.problems)
+    assert "annotation 1000000" in text and "missing.png: image file not found" in text
+    assert report.empty_images >= 1 and "problems (2)" in report.describe()
