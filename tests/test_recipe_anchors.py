@@ -128,6 +128,9 @@ def test_paper_voc_recipe():
                               num_train_images=1000, world_size=8)
     assert cfg.iterations == 8 * 250 and cfg.warmup_iters == 250 and cfg.warmup_factor == 0.1
     assert rec.model["ohem"] is True and rec.model["rpn_min_size"] == 2
+    with pytest.raises(ValueError, match="FCIS"):
+        resolve_recipe(TrainConfig(recipe="paper-coco"), pretrained=True, num_train_images=10,
+                       model_fields={"anchor_sizes"})
 
 
 def test_resume_takes_the_recipe_values_from_the_checkpoint():

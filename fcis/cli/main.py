@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     t = sub.add_parser("train", help="train a model on COCO-format data",
-                       description="Train a model. Unset options keep fcis.engine.TrainConfig's defaults "
-                                   "(lr: 5e-4 x images per step). Under torchrun (torchrun --nproc_per_node N "
+                       description="Train a model. Unset options are chosen by the recipe (--recipe) and printed "
+                                   "at the start, with the anchors fitted to the data and a data summary. Under torchrun (torchrun --nproc_per_node N "
                                    "-m fcis train ...) it trains data-parallel, one process per device.")
     t.add_argument("--model", required=True, help="model name, e.g. fcis_resnet50")
     t.add_argument("--train", required=True, metavar="JSON", help="COCO instances JSON of the training set")
@@ -310,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-root", metavar="DIR", help="image folder (default: each JSON's folder)")
     t.add_argument("--iterations", type=int)
     t.add_argument("--batch-size", type=int, help="images per step and process")
-    t.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (default, the paper's) or adamw")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: the recipe's (sgd with ImageNet weights, adamw from random weights)")
     t.add_argument("--lr", type=float,
-                   help="learning rate (default 5e-4 x batch size x processes, i.e. x images per step)")
+                   help="learning rate (default: sgd 5e-4 x images per step across processes; adamw 1e-3)")
     t.add_argument("--warmup-iters", type=int)
     t.add_argument("--min-size", type=int, help="short side of the network input")
     t.add_argument("--max-size", type=int, help="long side limit of the network input")

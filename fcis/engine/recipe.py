@@ -126,6 +126,9 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
                       "warmup_iters": scratch_warmup(iterations)}
     else:
         spec = PAPER[cfg.recipe]
+        if model_fields is not None and "ohem" not in model_fields:
+            raise ValueError(f"recipe {cfg.recipe} is the FCIS paper's experiment: train an fcis_* model with it "
+                             "(fcis_resnet101 for the paper's numbers)")
         if not pretrained:
             need = (f"recipe {cfg.recipe} reproduces the paper's experiment, which starts from an ImageNet-trained "
                     "ResNet-101: pass --weights-backbone ResNet101_Weights.IMAGENET1K_V1 (or a weights file) with "
