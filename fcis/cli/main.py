@@ -1,4 +1,4 @@
-"""The ``fcis`` command: train, evaluate, predict, export, convert, make-shapes, demo.
+"""The ``fcis`` command: train, inspect-data, evaluate, predict, export, convert, make-shapes, demo.
 
 Bad input (a malformed dataset, a missing checkpoint, an unreadable image, ...) prints one line
 ``fcis: error: <message>`` to stderr and exits with status 2; ``--debug`` shows the traceback.
