@@ -8,8 +8,8 @@ once when training starts.
   from lr/10 over 250 iterations (at most 5% of the run), one step (x0.1) at 2/3 of the run.
 - **random weights**: AdamW at lr 1e-3, weight decay 5e-4, warm-up from lr/10 over 5% of the
   run (at most 500 iterations), steps x0.1 at 75% and 92% of the run. Measured on synthetic
-  shapes (see benchmarks/RESULTS.md and README): from scratch the paper's SGD barely moves in
-  a few hundred iterations; AdamW learns the masks and classes.
+  shapes with the same anchors: segm AP after 200 iterations 30% with AdamW (lr 1e-3) and 0.3%
+  with SGD (lr 0.02, momentum 0.9); see benchmarks/DEFAULTS.md.
 
 ``paper-coco`` and ``paper-voc`` resolve the official experiments (msracver/FCIS, see
 docs/OFFICIAL-CODE.md): iterations from epochs x the flip-doubled dataset / images per step
