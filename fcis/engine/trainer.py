@@ -30,6 +30,12 @@ Mixed precision (``cfg.amp``): the forward runs under ``torch.autocast`` (``cfg.
 float16 scales the loss with a ``GradScaler`` whose state is saved under ``"scaler"`` and
 restored on resume (see :mod:`fcis.engine.amp`).
 
+Before the first step of a fresh run, :func:`fcis.engine.run_plan.plan_fresh_run` resolves the
+recipe (every ``None`` field of the config; :mod:`fcis.engine.recipe`), fits the anchors to the
+training boxes (:mod:`fcis.engine.anchor_fit`) and prints a summary of the data; all three are
+recorded in ``config.json`` and the checkpoints (``recipe``, ``anchors``, ``data``). A resumed run
+takes the decided values from its checkpoint.
+
 This module holds the loop; one step and the optimizer are in :mod:`fcis.engine.step`, seeding
 and the resume checks in :mod:`fcis.engine.resume`, the log files in :mod:`fcis.engine.run_log`.
 """
