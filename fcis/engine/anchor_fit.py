@@ -271,12 +271,21 @@ def fit_for_model(model_name: str, defaults: Any, coco, *, given: dict[str, Any]
             (boxes[:, 3] - boxes[:, 1]) / (boxes[:, 2] - boxes[:, 0]), len(ratios), tuple(defaults.aspect_ratios))
         scored = [(anchor_coverage(boxes, padded, levels(s, r), fg_iou), -s[0], s, r) for s in cands for r in rsets]
         cov, _, sizes, ratios = max(scored)
-        return AnchorFit({"anchor_sizes": sizes, "aspect_ratios": ratios}, cov, default_cov, len(boxes),
-                         "fitted" if not user else "fitted (partly given)")
+        return _keep_better(AnchorFit({"anchor_sizes": sizes, "aspect_ratios": ratios}, cov, default_cov, len(boxes),
+                                      "fitted" if not user else "fitted (partly given)"), defaults, user)
     sizes, ratios = fit_anchors(boxes, padded, num_sizes=len(defaults.anchor_sizes),
                                 default_ratios=tuple(defaults.aspect_ratios), stride=RPN_STRIDE, fg_iou=fg_iou,
                                 fixed_sizes=tuple(given["anchor_sizes"]) if "anchor_sizes" in given else None,
                                 fixed_ratios=tuple(given["aspect_ratios"]) if "aspect_ratios" in given else None)
     cov = anchor_coverage(boxes, padded, levels(sizes, ratios), fg_iou)
-    return AnchorFit({"anchor_sizes": sizes, "aspect_ratios": ratios}, cov, default_cov, len(boxes),
-                     "fitted" if not user else "fitted (partly given)")
+    return _keep_better(AnchorFit({"anchor_sizes": sizes, "aspect_ratios": ratios}, cov, default_cov, len(boxes),
+                                  "fitted" if not user else "fitted (partly given)"), defaults, user)
+
+
+def _keep_better(fit: AnchorFit, defaults: Any, user: bool) -> AnchorFit:
+    """The fit, unless the model's defaults cover more boxes (then those, said so)."""
+    if user or fit.coverage >= fit.default_coverage:
+        return fit
+    return AnchorFit({"anchor_sizes": tuple(defaults.anchor_sizes), "aspect_ratios": tuple(defaults.aspect_ratios)},
+                     fit.default_coverage, fit.default_coverage, fit.num_boxes, "paper",
+                     [f"the fit ({fit.fields}) covered fewer boxes ({100 * fit.coverage:.1f}%): defaults kept"])
