@@ -88,8 +88,10 @@ def test_auto_recipe_from_scratch_and_from_imagenet():
     cfg, rec = resolve_recipe(TrainConfig(iterations=1000, batch_size=2), pretrained=False, num_train_images=10)
     assert (cfg.optimizer, cfg.lr, cfg.warmup_iters, cfg.lr_steps) == ("adamw", 1e-3, 50, (0.75, 0.92))
     assert rec.sources["optimizer"] == "recipe" and rec.sources["iterations"] == "given"
+    assert rec.model == {"ohem": False}
     cfg, rec = resolve_recipe(TrainConfig(iterations=1000, batch_size=2), pretrained=True, num_train_images=10,
                               world_size=4)
+    assert rec.model == {}   # the paper's OHEM stays
     assert cfg.optimizer == "sgd" and cfg.lr == pytest.approx(5e-4 * 8) and cfg.warmup_iters == 50
     assert cfg.lr_steps == pytest.approx((2 / 3,))
     cfg, _ = resolve_recipe(TrainConfig(iterations=30000), pretrained=True, num_train_images=10)
@@ -196,6 +198,7 @@ def test_bare_train_fits_anchors_and_records_them(tiny, tmp_path):
     train("fcis_resnet18", tiny["train"], None, tmp_path / "run", cfg, progress=False)
     run = json.loads((tmp_path / "run" / "config.json").read_text())
     assert run["recipe"]["name"] == "auto" and run["train_config"]["optimizer"] == "adamw"
+    assert run["model_config"]["ohem"] is False and run["recipe"]["model"] == {"ohem": False}
     assert run["anchors"]["source"] == "fitted"
     assert run["model_config"]["anchor_sizes"] == run["anchors"]["fields"]["anchor_sizes"]
     assert run["anchors"]["coverage"] >= run["anchors"]["default_coverage"]
