@@ -88,10 +88,10 @@ def test_auto_recipe_from_scratch_and_from_imagenet():
     cfg, rec = resolve_recipe(TrainConfig(iterations=1000, batch_size=2), pretrained=False, num_train_images=10)
     assert (cfg.optimizer, cfg.lr, cfg.warmup_iters, cfg.lr_steps) == ("adamw", 1e-3, 50, (0.75, 0.92))
     assert rec.sources["optimizer"] == "recipe" and rec.sources["iterations"] == "given"
-    assert rec.model == {"ohem": False}
+    assert rec.model == {"cls_loss_balance": True}
     cfg, rec = resolve_recipe(TrainConfig(iterations=1000, batch_size=2), pretrained=True, num_train_images=10,
                               world_size=4)
-    assert rec.model == {}   # the paper's OHEM stays
+    assert rec.model == {}   # the paper's losses stay
     assert cfg.optimizer == "sgd" and cfg.lr == pytest.approx(5e-4 * 8) and cfg.warmup_iters == 50
     assert cfg.lr_steps == pytest.approx((2 / 3,))
     cfg, _ = resolve_recipe(TrainConfig(iterations=30000), pretrained=True, num_train_images=10)
@@ -198,7 +198,8 @@ def test_bare_train_fits_anchors_and_records_them(tiny, tmp_path):
     train("fcis_resnet18", tiny["train"], None, tmp_path / "run", cfg, progress=False)
     run = json.loads((tmp_path / "run" / "config.json").read_text())
     assert run["recipe"]["name"] == "auto" and run["train_config"]["optimizer"] == "adamw"
-    assert run["model_config"]["ohem"] is False and run["recipe"]["model"] == {"ohem": False}
+    assert run["model_config"]["cls_loss_balance"] is True and run["model_config"]["ohem"] is True
+    assert run["recipe"]["model"] == {"cls_loss_balance": True}
     assert run["anchors"]["source"] == "fitted"
     assert run["model_config"]["anchor_sizes"] == run["anchors"]["fields"]["anchor_sizes"]
     assert run["anchors"]["coverage"] >= run["anchors"]["default_coverage"]
@@ -226,3 +227,16 @@ def test_inspect_reports_the_loaders_problems(tiny, tmp_path):
     text = " ".join(report.problems)
     assert "annotation 1000000" in text and "missing.png: image file not found" in text
     assert report.empty_images >= 1 and "problems (2)" in report.describe()
+
+
+def test_balanced_class_loss():
+    from fcis.models.fcis.losses import reduce_losses
+
+    cls = torch.tensor([4.0, 1.0, 1.0, 1.0, 3.0])
+    labels = torch.tensor([2, 0, 0, 0, 1])
+    zeros = torch.zeros(5)
+    plain = reduce_losses(cls, zeros, zeros, labels, (1.0, 1.0, 1.0))["loss_classifier"]
+    balanced = reduce_losses(cls, zeros, zeros, labels, (1.0, 1.0, 1.0), balance_cls=True)["loss_classifier"]
+    assert plain.item() == pytest.approx(10 / 5) and balanced.item() == pytest.approx((3.5 + 1.0) / 2)
+    only_bg = reduce_losses(cls[1:4], zeros[:3], zeros[:3], labels[1:4], (1.0, 1.0, 1.0), balance_cls=True)
+    assert only_bg["loss_classifier"].item() == pytest.approx(1.0)

@@ -19,7 +19,7 @@ class DemoConfig:
     one torch thread while another job held the second core (1.3-1.4 s per iteration at 256×320,
     batch 2, ResNet-18 from random initialisation), segm AP 56.2 -- measured when the demo still
     passed its own flags (AdamW lr 1e-3, warm-up 50, anchors 16-128, 1000 proposals at test); it
-    now runs the defaults (the recipe's AdamW with a 30-iteration warm-up, no OHEM, fitted anchors)."""
+    now runs the defaults (the recipe's AdamW with a 30-iteration warm-up, balanced class loss, fitted anchors)."""
 
     # data (fcis.data.make_shapes)
     num_images: int = 300
@@ -34,7 +34,7 @@ class DemoConfig:
     min_size: int = 256
     max_size: int = 320
     # Nothing else: the demo trains with the defaults every user gets (fcis.engine.recipe: AdamW
-    # lr 1e-3 from random weights, warm-up 5% of the run, steps at 75% / 92%, no OHEM; anchors
+    # lr 1e-3 from random weights, warm-up 5% of the run, steps at 75% / 92%, balanced class loss; anchors
     # fitted to the training boxes, fcis.engine.anchor_fit). Model fields to impose, if ever needed:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     # training (fcis.engine.TrainConfig)

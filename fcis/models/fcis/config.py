@@ -71,6 +71,11 @@ class FCISConfig:
     box_coder_weights: tuple[float, float, float, float] = (5.0, 5.0, 2.0, 2.0)  # 1 / (0.2, 0.2, 0.5, 0.5)
     mask_target_threshold: float = 0.4
     cls_loss_weight: float = 1.0
+    # Not the paper's: the classification loss as the mean over foreground RoIs and the mean over
+    # background RoIs, half each (the paper: the mean over all). The random-init recipe sets it:
+    # from scratch the plain mean leaves every foreground RoI classified as background for
+    # hundreds of iterations (benchmarks/DEFAULTS.md).
+    cls_loss_balance: bool = False
     mask_loss_weight: float = 1.0  # equal weights as the paper; the original code uses 10
     box_loss_weight: float = 1.0
     smooth_l1_beta: float = 1.0

@@ -53,15 +53,22 @@ def select_random(labels: Tensor, batch: Tensor, keep: int, fg_fraction: float) 
     return torch.cat(chosen) if chosen else batch.new_zeros(0, dtype=torch.long)
 
 
-def reduce_losses(cls: Tensor, mask: Tensor, box: Tensor, labels: Tensor, weights: tuple[float, float, float]
-                  ) -> dict[str, Tensor]:
+def reduce_losses(cls: Tensor, mask: Tensor, box: Tensor, labels: Tensor, weights: tuple[float, float, float],
+                  balance_cls: bool = False) -> dict[str, Tensor]:
     """Classification averaged over the selected RoIs, box loss summed over the foreground and
     divided by the selected RoIs (as the original), mask loss averaged over the foreground RoIs.
     With no foreground RoI the mask and box losses are exactly zero (and still in the graph)."""
     n = max(len(labels), 1)
     num_fg = int((labels > 0).sum())
     return {
-        "loss_classifier": weights[0] * cls.sum() / n,
+        # balance_cls: the mean over the foreground RoIs and the mean over the background RoIs, half each
+        "loss_classifier": weights[0] * (_balanced_mean(cls, labels > 0) if balance_cls else cls.sum() / n),
         "loss_mask": weights[1] * mask.sum() / max(num_fg, 1),
         "loss_box_reg": weights[2] * box.sum() / n,
     }
+
+
+def _balanced_mean(loss: Tensor, fg: Tensor) -> Tensor:
+    """(mean over ``fg`` + mean over ``~fg``) / 2; a side without RoIs counts the other alone."""
+    parts = [loss[m].mean() for m in (fg, ~fg) if bool(m.any())]
+    return torch.stack(parts).mean() if parts else loss.sum()

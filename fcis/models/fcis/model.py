@@ -77,7 +77,7 @@ class FCIS(nn.Module):
         t, masks = t.select(index), masks[index]
         losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets, masks,
                                 cfg.smooth_l1_beta)
-        return reduce_losses(*losses, t.labels, weights)
+        return reduce_losses(*losses, t.labels, weights, balance_cls=cfg.cls_loss_balance)
 
     def score_candidates(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
                          ) -> tuple[Tensor, Tensor, RoIScores]:
