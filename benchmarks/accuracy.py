@@ -230,7 +230,8 @@ class AccuracyRunner:
         return TrainConfig(iterations=iterations, batch_size=b.batch_size, optimizer=b.optimizer, lr=b.lr, warmup_iters=b.warmup_iters,
                            lr_steps=b.lr_steps, clip_grad_norm=b.clip_grad_norm, workers=b.train_workers,
                            seed=b.seed, device="cpu", eval_every=0, checkpoint_every=0,
-                           log_every=max(1, iterations // 25), min_size=data["min_size"], max_size=data["max_size"])
+                           log_every=max(1, iterations // 25), min_size=data["min_size"], max_size=data["max_size"],
+                           anchors="paper")  # the anchors chosen per dataset above, not fitted (comparable runs)
 
     def iterations(self, dataset: str) -> int:
         return self.budget.shapes_iterations if dataset == "shapes" else self.budget.penn_iterations

@@ -1,4 +1,4 @@
-"""The ``fcis`` command: train, evaluate, predict, export, convert, make-shapes, demo, serve.
+"""The ``fcis`` command: train, inspect-data, evaluate, predict, export, convert, make-shapes, demo, serve.
 
 Bad input (a malformed dataset, a missing checkpoint, an unreadable image, ...) prints one line
 ``fcis: error: <message>`` to stderr and exits with status 2; ``--debug`` shows the traceback.
@@ -67,7 +67,11 @@ def cmd_train(args: argparse.Namespace) -> int:
               "on_bad_sample": args.on_bad_sample, "warmup_iters": args.warmup_iters,
               "clip_grad_norm": args.clip_grad_norm, "hflip_prob": args.hflip_prob,
               "amp": args.amp or None, "amp_dtype": args.amp_dtype if args.amp else None,
-              "find_unused_parameters": args.find_unused_parameters or None}
+              "find_unused_parameters": args.find_unused_parameters or None,
+              # recipe and anchors (fcis.engine.recipe, fcis.engine.anchor_fit): unset values are the recipe's
+              "recipe": args.recipe, "anchors": args.anchors, "allow_random_init": args.allow_random_init or None,
+              "weight_decay": args.weight_decay, "warmup_factor": args.warmup_factor,
+              "lr_steps": tuple(args.lr_steps) if args.lr_steps else None}
     given = {k: v for k, v in fields.items() if v is not None}  # on --resume the rest comes from last.pt
     cfg = TrainConfig(**given)
     summary = train(args.model, args.train, args.val, args.output, cfg, model_overrides=_parse_set(args.set),
@@ -85,6 +89,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary["best_checkpoint"]:
         print(f"best:       {summary['best_checkpoint']} (segm AP {100 * summary['best_metric']:.1f} "
               f"at iteration {summary['best_iteration']})")
+    return 0
+
+
+def cmd_inspect_data(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from fcis.data import CocoInstances
+    from fcis.engine.anchor_fit import fit_for_model
+    from fcis.engine.inspect_data import draw_report, inspect_dataset
+    from fcis.models import BUILDERS
+
+    if args.model not in BUILDERS:
+        raise UsageError(f"unknown model {args.model!r}; choose one of {', '.join(sorted(BUILDERS))}")
+    data = CocoInstances(args.data, args.image_root)
+    sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
+    with torch.device("meta"):
+        mcfg = BUILDERS[args.model](num_classes=max(1, data.num_classes), **sizes).config
+    report = inspect_dataset(data, mcfg, check_images=True)
+    print(report.describe())
+    fit = fit_for_model(args.model, mcfg, data.coco, given={})
+    if fit is not None:
+        print("fitted " + fit.describe())
+        fitted = inspect_dataset(data, dataclasses.replace(mcfg, **fit.fields))
+    png = Path(args.output) if args.output else Path(args.data).with_name(Path(args.data).stem + "_inspect.png")
+    defaults = tuple(getattr(mcfg, "anchor_sizes", getattr(mcfg, "window_sizes", ())))
+    draw_report(fitted if fit is not None else report, png, default_anchors=defaults if fit is not None else ())
+    print(f"picture: {png}")
     return 0
 
 
@@ -357,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     t = sub.add_parser("train", help="train a model on COCO-format data",
-                       description="Train a model. Unset options keep fcis.engine.TrainConfig's defaults "
-                                   "(lr: 5e-4 x images per step). Under torchrun (torchrun --nproc_per_node N "
+                       description="Train a model. Unset options are chosen by the recipe (--recipe) and printed "
+                                   "at the start, with the anchors fitted to the data and a data summary. Under torchrun (torchrun --nproc_per_node N "
                                    "-m fcis train ...) it trains data-parallel, one process per device.")
     t.add_argument("--model", required=True, help="model name, e.g. fcis_resnet50")
     t.add_argument("--train", required=True, metavar="JSON", help="COCO instances JSON of the training set")
@@ -367,9 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-root", metavar="DIR", help="image folder (default: each JSON's folder)")
     t.add_argument("--iterations", type=int)
     t.add_argument("--batch-size", type=int, help="images per step and process")
-    t.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (default, the paper's) or adamw")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: the recipe's (sgd with ImageNet weights, adamw from random weights)")
     t.add_argument("--lr", type=float,
-                   help="learning rate (default 5e-4 x batch size x processes, i.e. x images per step)")
+                   help="learning rate (default: sgd 5e-4 x images per step across processes; adamw 1e-3)")
     t.add_argument("--warmup-iters", type=int)
     t.add_argument("--min-size", type=int, help="short side of the network input")
     t.add_argument("--max-size", type=int, help="long side limit of the network input")
@@ -393,7 +426,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model config override, e.g. --set anchor_sizes='(32, 64, 128)' (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # recipe and anchors: every value unset above is chosen by the recipe and printed at the start
+    t.add_argument("--recipe", choices=("auto", "paper-coco", "paper-voc"),
+                   help="auto (default): the paper's SGD with --weights-backbone, AdamW from random weights; "
+                        "paper-coco / paper-voc: the official experiment (needs ImageNet weights)")
+    t.add_argument("--anchors", choices=("fit", "paper"),
+                   help="fit (default): anchor sizes and ratios fitted to the training boxes; paper: the model's "
+                        "defaults (--set anchor_sizes=... overrides either)")
+    t.add_argument("--allow-random-init", action="store_true",
+                   help="let a paper-* recipe run without ImageNet weights (it will not reproduce the paper)")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--warmup-factor", type=float, help="warm-up starts at lr x this (0.1)")
+    t.add_argument("--lr-steps", type=float, nargs="+", metavar="FRACTION",
+                   help="fractions of the run at which the rate is multiplied by 0.1")
     t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("inspect-data", help="summarise a COCO dataset as a model will see it (+ PNG)",
+                       description="Images, instances per image and per class, images without objects, box sizes "
+                                   "at the model's input scale against its anchors (the paper's and fitted), the "
+                                   "problems the data loader finds; writes a PNG of the histograms.")
+    i.add_argument("data", metavar="JSON", help="COCO instances JSON")
+    i.add_argument("--model", default="fcis_resnet50", help="whose input size and anchors to measure against")
+    i.add_argument("--min-size", type=int, help="short side of the network input (default: the model's)")
+    i.add_argument("--max-size", type=int, help="long side limit of the network input")
+    i.add_argument("--image-root", metavar="DIR")
+    i.add_argument("--output", metavar="PNG", help="the picture (default: JSON's name + _inspect.png beside it)")
+    i.set_defaults(func=cmd_inspect_data)
 
     e = sub.add_parser("evaluate", help="COCO/VOC metrics of a checkpoint or of a results file")
     src = e.add_mutually_exclusive_group(required=True)

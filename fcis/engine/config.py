@@ -17,7 +17,11 @@ BASE_LR_PER_IMAGE = 5e-4
 class TrainConfig:
     """Hyper-parameters of :func:`fcis.engine.train`.
 
-    Learning-rate rule: ``lr=None`` means ``BASE_LR_PER_IMAGE * images_per_step`` (5e-4 per
+    Fields left ``None`` (``iterations``, ``optimizer``, ``lr``, ``weight_decay``, the warm-up and
+    ``lr_steps``) are filled in by :func:`fcis.engine.recipe.resolve_recipe` when training starts
+    (``recipe``: "auto", "paper-coco" or "paper-voc"); given values always win.
+
+    Learning-rate rule for SGD: ``lr=None`` means ``BASE_LR_PER_IMAGE * images_per_step`` (5e-4 per
     image, scaled linearly with the images of one optimizer step; see :meth:`resolved_lr`).
     ``lr_steps`` are fractions of ``iterations`` at which the rate is multiplied by ``gamma``
     (the paper's 20k + 10k schedule is about (0.67,)); a linear warm-up from
@@ -35,18 +39,23 @@ class TrainConfig:
     CUDA, bf16 also runs on the CPU (see :mod:`fcis.engine.amp`).
     """
 
-    iterations: int = 30000
+    # Fields left None are chosen by the recipe (fcis.engine.recipe) when training starts: "auto"
+    # picks by how the network starts (ImageNet weights: the paper's SGD; random: AdamW), the
+    # named recipes ("paper-coco", "paper-voc") resolve the official experiments. A value given
+    # here always wins over the recipe's.
+    recipe: str = "auto"
+    anchors: str = "fit"                    # "fit" anchors to the training boxes, or keep the "paper"'s
+    allow_random_init: bool = False         # let a paper-* recipe run without ImageNet weights
+    iterations: int | None = None
     batch_size: int = 1                     # images per step and process
-    lr: float | None = None                 # None: BASE_LR_PER_IMAGE x images per step
-    # "sgd" (the paper's) or "adamw" (converges much faster from a random initialisation; the
-    # demo uses it). ``momentum`` is SGD's; AdamW uses its default betas.
-    optimizer: str = "sgd"
+    lr: float | None = None                 # None: the recipe's (SGD: BASE_LR_PER_IMAGE x images per step)
+    optimizer: str | None = None            # "sgd" (the paper's) or "adamw"; momentum is SGD's
     momentum: float = 0.9
-    weight_decay: float = 5e-4              # the paper's value
+    weight_decay: float | None = None       # the recipe's (the paper's 5e-4)
     bias_weight_decay: bool = False         # official (MXNet): no weight decay on biases
-    warmup_iters: int = 500
-    warmup_factor: float = 0.1              # warm-up starts at lr x warmup_factor
-    lr_steps: tuple[float, ...] = (0.67, 0.89)
+    warmup_iters: int | None = None
+    warmup_factor: float | None = None      # warm-up starts at lr x warmup_factor
+    lr_steps: tuple[float, ...] | None = None
     gamma: float = 0.1
     clip_grad_norm: float | None = None     # max L2 norm of all gradients; None = no clipping
     max_nonfinite: int = 10                 # stop after this many consecutive NaN/inf losses
@@ -71,19 +80,26 @@ class TrainConfig:
     find_unused_parameters: bool = False    # distributed: DDP's option (see the class docstring)
 
     def __post_init__(self) -> None:
-        self.lr_steps = tuple(float(s) for s in self.lr_steps)
+        if self.lr_steps is not None:
+            self.lr_steps = tuple(float(s) for s in self.lr_steps)
         problems = []
-        if self.iterations < 1:
+        if self.iterations is not None and self.iterations < 1:
             problems.append(f"iterations must be >= 1, got {self.iterations}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"lr must be a positive number, got {self.lr}")
-        if any(not 0 < s <= 1 for s in self.lr_steps) or list(self.lr_steps) != sorted(self.lr_steps):
+        if self.lr_steps is not None and (any(not 0 < s <= 1 for s in self.lr_steps)
+                                          or list(self.lr_steps) != sorted(self.lr_steps)):
             problems.append(f"lr_steps must be increasing fractions in (0, 1], got {self.lr_steps}")
-        if self.warmup_iters < 0 or not 0 < self.warmup_factor <= 1:
+        if (self.warmup_iters is not None and self.warmup_iters < 0) or (
+                self.warmup_factor is not None and not 0 < self.warmup_factor <= 1):
             problems.append("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
-        if self.optimizer not in ("sgd", "adamw"):
+        if self.weight_decay is not None and self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.anchors not in ("fit", "paper"):
+            problems.append(f"anchors must be 'fit' or 'paper', got {self.anchors!r}")
+        if self.optimizer not in (None, "sgd", "adamw"):
             problems.append(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.on_bad_sample not in ("skip", "raise"):
             problems.append(f"on_bad_sample must be 'skip' or 'raise', got {self.on_bad_sample!r}")
@@ -109,6 +125,19 @@ class TrainConfig:
         if self.lr is not None:
             return float(self.lr)
         return BASE_LR_PER_IMAGE * self.batch_size * world_size
+
+    def unresolved(self) -> list[str]:
+        """Names of the fields still None that a run needs (the recipe fills them in)."""
+        return [k for k in ("iterations", "optimizer", "weight_decay", "warmup_iters", "warmup_factor", "lr_steps")
+                if getattr(self, k) is None]
+
+    def require_resolved(self, *names: str) -> None:
+        """Raise ``ValueError`` when a field the run needs (``names``, default: all of
+        ``unresolved``'s) is still None."""
+        missing = [k for k in self.unresolved() if not names or k in names]
+        if missing:
+            raise ValueError(f"TrainConfig fields {', '.join(missing)} are None: resolve the recipe "
+                             "first (fcis.engine.recipe.resolve_recipe; fcis.engine.train does it)")
 
     def model_overrides(self) -> dict[str, Any]:
         """Config fields this run imposes on the model (the input size, when set)."""

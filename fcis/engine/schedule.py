@@ -12,6 +12,7 @@ from .config import TrainConfig
 
 def milestones(cfg: TrainConfig) -> list[int]:
     """Iterations (0-based) from which the rate is multiplied by ``gamma`` once more."""
+    cfg.require_resolved("iterations", "warmup_iters", "warmup_factor", "lr_steps")
     return [int(round(f * cfg.iterations)) for f in cfg.lr_steps]
 
 

@@ -27,6 +27,7 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     biases (MXNet's default, names ending in ``bias``; unless ``cfg.bias_weight_decay``), and the
     model's learning-rate multipliers (``model.lr_multipliers()``: name -> factor, e.g. 3× on
     FCIS's ``conv_new_1``) as a ``lr_mult`` key that :func:`build_optimizer` applies."""
+    cfg.require_resolved("weight_decay")
     mults = model.lr_multipliers() if hasattr(model, "lr_multipliers") else {}
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -41,6 +42,7 @@ def build_optimizer(params: list[torch.nn.Parameter] | list[dict[str, Any]], cfg
                     world_size: int = 1) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's) or AdamW, at ``cfg.resolved_lr(world_size)``; ``params``
     is a list of parameters or of groups from :func:`param_groups` (``lr_mult`` scales a group)."""
+    cfg.require_resolved("optimizer", "weight_decay")
     lr = cfg.resolved_lr(world_size)
     if params and isinstance(params[0], dict):
         params = [{**g, "lr": lr * g.get("lr_mult", 1.0)} for g in params]

@@ -40,6 +40,12 @@ Mixed precision (``cfg.amp``): the forward runs under ``torch.autocast`` (``cfg.
 float16 scales the loss with a ``GradScaler`` whose state is saved under ``"scaler"`` and
 restored on resume (see :mod:`fcis.engine.amp`).
 
+Before the first step of a fresh run, :func:`fcis.engine.run_plan.plan_fresh_run` resolves the
+recipe (every ``None`` field of the config; :mod:`fcis.engine.recipe`), fits the anchors to the
+training boxes (:mod:`fcis.engine.anchor_fit`) and prints a summary of the data; all three are
+recorded in ``config.json`` and the checkpoints (``recipe``, ``anchors``, ``data``). A resumed run
+takes the decided values from its checkpoint.
+
 This module holds the loop; one step and the optimizer are in :mod:`fcis.engine.step`, seeding
 and the resume checks in :mod:`fcis.engine.resume`, the log files in :mod:`fcis.engine.run_log`.
 """
@@ -47,6 +53,7 @@ and the resume checks in :mod:`fcis.engine.resume`, the log files in :mod:`fcis.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 import warnings
@@ -70,6 +77,7 @@ from .data import TrainStream
 from .errors import CheckpointError, TrainingError
 from .resume import apply_schedule, check_resumable, restore_rng, seed_everything, seed_rank
 from .run_log import RunLog, fmt_losses, segm_ap
+from .run_plan import plan_fresh_run, plan_resumed_run
 from .schedule import build_scheduler
 from .step import build_optimizer, param_groups, train_step, validate
 
@@ -150,6 +158,8 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
         ckpt = load_checkpoint(last_path)
         cfg = check_resumable(ckpt, model_name, cfg, last_path, world, warn=main, explicit=explicit)
         _check_model_overrides(ckpt, model_overrides, last_path)
+        plan = plan_resumed_run(cfg, ckpt)   # the recipe's values as the checkpoint's run chose them
+        cfg = plan.cfg
     elif last_path.exists() and not overwrite:
         raise CheckpointError(f"{last_path} already exists: resume it (--resume), or pick another "
                               "output folder (or pass --overwrite)")
@@ -172,6 +182,11 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     if ckpt is not None and list(ckpt["dataset"]["class_names"]) != train_ds.class_names:
         raise DataError(f"{train_json}: categories {train_ds.class_names} differ from those of "
                         f"{last_path} ({list(ckpt['dataset']['class_names'])})")
+
+    if ckpt is None:   # the recipe, the fitted anchors and the data summary (printed by rank 0)
+        plan = plan_fresh_run(BUILDERS[model_name], train_ds, cfg, model_overrides, weights_backbone is not None,
+                              world, log=(lambda text: print(text, file=sys.stderr, flush=True)) if main else None)
+        cfg, model_overrides = plan.cfg, plan.model_overrides
 
     # The model (built before any RNG restore, so that a resume consumes the same draws).
     if ckpt is not None:
@@ -202,6 +217,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
         "model_config": mcfg.to_dict(),
         "train_config": cfg.to_dict(),
         "world_size": world,
+        **plan.record,   # "recipe", "anchors", "data": what was chosen before training, and why
         "dataset": {"class_names": list(train_ds.class_names),
                     "label_to_cat_id": {int(k): int(v) for k, v in train_ds.label_to_cat_id.items()},
                     "train_json": str(train_json), "val_json": str(val_json) if val_json else None,

@@ -88,6 +88,11 @@ class FCISConfig:
     # ranks RoIs by cls + 10·mask + box. "foreground" divides by the foreground RoIs instead.
     mask_loss_weight: float = 10.0
     mask_loss_normalization: str = "rois"
+    # Not the paper's: the classification loss as the mean over foreground RoIs and the mean over
+    # background RoIs, half each (the paper: the mean over all). The random-init recipe sets it:
+    # from scratch the plain mean leaves every foreground RoI classified as background for
+    # hundreds of iterations (benchmarks/DEFAULTS.md).
+    cls_loss_balance: bool = False
     box_loss_weight: float = 1.0
     smooth_l1_beta: float = 1.0
 

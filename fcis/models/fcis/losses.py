@@ -54,7 +54,7 @@ def select_random(labels: Tensor, batch: Tensor, keep: int, fg_fraction: float) 
 
 
 def reduce_losses(cls: Tensor, mask: Tensor, box: Tensor, labels: Tensor, weights: tuple[float, float, float],
-                  mask_normalization: str = "rois") -> dict[str, Tensor]:
+                  mask_normalization: str = "rois", balance_cls: bool = False) -> dict[str, Tensor]:
     """Classification averaged over the selected RoIs, box loss summed over the foreground and
     divided by the selected RoIs (as the original). Mask loss summed over the foreground and
     divided by the selected RoIs (``"rois"``, the original's ``grad_scale=10/128``) or by the
@@ -64,7 +64,14 @@ def reduce_losses(cls: Tensor, mask: Tensor, box: Tensor, labels: Tensor, weight
     num_fg = int((labels > 0).sum())
     mask_den = n if mask_normalization == "rois" else max(num_fg, 1)
     return {
-        "loss_classifier": weights[0] * cls.sum() / n,
+        # balance_cls: the mean over the foreground RoIs and the mean over the background RoIs, half each
+        "loss_classifier": weights[0] * (_balanced_mean(cls, labels > 0) if balance_cls else cls.sum() / n),
         "loss_mask": weights[1] * mask.sum() / mask_den,
         "loss_box_reg": weights[2] * box.sum() / n,
     }
+
+
+def _balanced_mean(loss: Tensor, fg: Tensor) -> Tensor:
+    """(mean over ``fg`` + mean over ``~fg``) / 2; a side without RoIs counts the other alone."""
+    parts = [loss[m].mean() for m in (fg, ~fg) if bool(m.any())]
+    return torch.stack(parts).mean() if parts else loss.sum()

@@ -101,7 +101,8 @@ class FCIS(nn.Module):
         t, masks = t.select(index), masks[index]
         losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets, masks,
                                 cfg.smooth_l1_beta)
-        return reduce_losses(*losses, t.labels, weights, cfg.mask_loss_normalization)
+        return reduce_losses(*losses, t.labels, weights, cfg.mask_loss_normalization,
+                             balance_cls=cfg.cls_loss_balance)
 
     def lr_multipliers(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter name (the official 3× on ``conv_new_1``)."""

@@ -1,0 +1,213 @@
+"""Look before you train: a summary of a COCO instances dataset as the model will see it, and a
+PNG of its box sizes and classes (drawn with Pillow, a dependency already; no matplotlib needed).
+
+:func:`inspect_dataset` counts images, instances per image and per class, images without
+objects, measures the boxes at the model's input scale (the resize of ``min_size``/``max_size``)
+and their coverage by the model's anchors (see :mod:`fcis.engine.anchor_fit`), and lists the
+problems the data loader found (bad annotations dropped; with ``check_images`` also missing,
+unreadable or wrongly sized images).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .anchor_fit import RPN_STRIDE, anchor_coverage, input_boxes, window_coverage
+
+__all__ = ["DataReport", "inspect_dataset", "draw_report"]
+
+SMALL, LARGE = 32, 96   # COCO's small / large limits (sqrt of the area, px)
+
+
+@dataclass
+class DataReport:
+    """Counts and box statistics of a dataset (see :func:`inspect_dataset`). Box sizes are
+    ``sqrt(w*h)`` at the input scale, float64[N]; ``ratios`` are ``h/w``."""
+
+    name: str
+    num_images: int
+    num_instances: int
+    empty_images: int
+    per_image: np.ndarray                     # int[num_images]: instances of each image
+    per_class: dict[str, int]
+    sizes: np.ndarray
+    ratios: np.ndarray
+    input_size: tuple[int, int]               # (min_size, max_size)
+    anchors: dict[str, Any]                   # the model's anchor fields
+    coverage: float | None
+    crowd: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers (for config.json)."""
+        q = (lambda p: float(np.quantile(self.sizes, p))) if len(self.sizes) else (lambda p: None)
+        return {
+            "images": self.num_images, "instances": self.num_instances, "empty_images": self.empty_images,
+            "crowd": self.crowd,
+            "instances_per_image": {"mean": float(self.per_image.mean()) if self.num_images else 0.0,
+                                    "max": int(self.per_image.max()) if self.num_images else 0},
+            "per_class": dict(self.per_class),
+            "box_size_px": {"min": q(0), "p5": q(0.05), "median": q(0.5), "p95": q(0.95), "max": q(1)},
+            "small_share": float(np.mean(self.sizes < SMALL)) if len(self.sizes) else 0.0,
+            "input_size": list(self.input_size),
+            "anchors": {k: list(v) for k, v in self.anchors.items()},
+            "anchor_coverage": self.coverage, "problems": list(self.problems),
+        }
+
+    def describe(self, short: bool = False) -> str:
+        s = self.summary()
+        b = s["box_size_px"]
+        lines = [f"data {self.name}: {self.num_images} images ({self.empty_images} without objects), "
+                 f"{self.num_instances} instances ({s['instances_per_image']['mean']:.1f} per image, at most "
+                 f"{s['instances_per_image']['max']})" + (f", {self.crowd} crowd regions" if self.crowd else "")]
+        lines.append("  per class: " + ", ".join(f"{k} {v}" for k, v in self.per_class.items()))
+        if len(self.sizes):
+            lines.append(f"  box size sqrt(w*h) at input {self.input_size[0]}/{self.input_size[1]}: min {b['min']:.0f}, "
+                         f"5% {b['p5']:.0f}, median {b['median']:.0f}, 95% {b['p95']:.0f}, max {b['max']:.0f} px; "
+                         f"{100 * s['small_share']:.0f}% under {SMALL} px")
+        if self.anchors:
+            anchors = "; ".join(f"{k} {tuple(v)}" for k, v in self.anchors.items())
+            cov = "" if self.coverage is None else f" cover {100 * self.coverage:.1f}% of the boxes"
+            lines.append(f"  anchors {anchors}{cov}")
+        if self.problems:
+            shown = self.problems if not short else self.problems[:3]
+            lines.append(f"  problems ({len(self.problems)}): " + "; ".join(shown)
+                         + ("; ..." if len(shown) < len(self.problems) else ""))
+        else:
+            lines.append("  problems: none found")
+        return "\n".join(lines)
+
+
+def inspect_dataset(dataset, model_config, *, check_images: bool = False) -> DataReport:
+    """Summarise ``dataset`` (a :class:`fcis.data.CocoInstances`) for a model with
+    ``model_config`` (its ``min_size``, ``max_size`` and anchor fields are used)."""
+    coco = dataset.coco
+    min_size, max_size = getattr(model_config, "min_size", None), getattr(model_config, "max_size", None)
+    boxes, padded = input_boxes(coco, min_size, max_size)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    label_names = {cid: dataset.class_names[lab - 1] for cid, lab in dataset.cat_id_to_label.items()}
+    per_class = {name: 0 for name in dataset.class_names}
+    per_image, crowd = [], 0
+    for img_id in dataset.image_ids:
+        anns = coco.imgToAnns.get(img_id, [])
+        crowd += sum(1 for a in anns if a.get("iscrowd", 0))
+        anns = [a for a in anns if not a.get("iscrowd", 0)]
+        per_image.append(len(anns))
+        for a in anns:
+            per_class[label_names[a["category_id"]]] += 1
+    per_image_arr = np.asarray(per_image, dtype=np.int64)
+    anchors, coverage = {}, None
+    if hasattr(model_config, "window_sizes"):
+        anchors = {"window_sizes": tuple(model_config.window_sizes)}
+        coverage = window_coverage(boxes, model_config.window_sizes, model_config.object_fill)
+    elif hasattr(model_config, "anchor_sizes"):
+        anchors = {"anchor_sizes": tuple(model_config.anchor_sizes), "aspect_ratios": tuple(model_config.aspect_ratios)}
+        if hasattr(model_config, "rpn_fg_iou_thresh"):   # FPN: one size per level, strides 4..64
+            levels = [(4 * 2 ** i, (s,), tuple(model_config.aspect_ratios)) for i, s in enumerate(model_config.anchor_sizes)]
+            fg = model_config.rpn_fg_iou_thresh
+        else:
+            levels = [(RPN_STRIDE, tuple(model_config.anchor_sizes), tuple(model_config.aspect_ratios))]
+            fg = model_config.rpn_fg_iou
+        coverage = anchor_coverage(boxes, padded, levels, fg)
+    problems = [f"{Path(src).name}: {reason}" for src, reason in dataset.bad_samples]
+    if check_images:
+        problems += _image_problems(dataset)
+    for name, n in per_class.items():
+        if n == 0:
+            problems.append(f"class {name!r} has no training instance")
+    return DataReport(str(dataset.json_path), len(dataset.image_ids), int(per_image_arr.sum()),
+                      int(np.sum(per_image_arr == 0)), per_image_arr, per_class, np.sqrt(w * h),
+                      h / np.maximum(w, 1e-9), (min_size, max_size), anchors, coverage, crowd, problems)
+
+
+def _image_problems(dataset) -> list[str]:
+    """Missing, unreadable or wrongly sized images (headers only: no pixel decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for i, img_id in enumerate(dataset.image_ids):
+        info, path = dataset.coco.imgs[img_id], dataset.image_path(i)
+        try:
+            with Image.open(path) as im:
+                size = im.size
+        except FileNotFoundError:
+            out.append(f"{path}: image file not found")
+            continue
+        except (UnidentifiedImageError, OSError) as e:
+            out.append(f"{path}: unreadable image ({e})")
+            continue
+        if size != (info["width"], info["height"]):
+            out.append(f"{path}: image size {size[0]}x{size[1]} does not match the annotation file "
+                       f"({info['width']}x{info['height']})")
+    return out
+
+
+# --- the picture ---------------------------------------------------------------------------------
+
+def draw_report(report: DataReport, path: str | Path, default_anchors: tuple[float, ...] = ()) -> Path:
+    """A PNG with three histograms: box sizes at the input scale (log bins, the report's anchor
+    sizes marked in red, ``default_anchors`` in grey), instances per class, instances per image."""
+    from PIL import Image, ImageDraw
+
+    W, H, pad = 1200, 420, 50
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    d.text((pad, 8), f"{report.name}: {report.num_images} images, {report.num_instances} instances, "
+                     f"{report.empty_images} without objects; input {report.input_size[0]}/{report.input_size[1]}"
+           + ("" if report.coverage is None else f"; anchor coverage {100 * report.coverage:.1f}%"), fill="black")
+    panel_w = (W - 4 * pad) // 3
+    panels = [(pad + i * (panel_w + pad), 50, panel_w, H - 110) for i in range(3)]
+    # 1. box sizes, log2 bins
+    marks = [float(v) for v in report.anchors.get("anchor_sizes", report.anchors.get("window_sizes", ()))]
+    greys = [float(v) for v in default_anchors]
+    if len(report.sizes):
+        lo = 2 ** math.floor(math.log2(max(1.0, min(report.sizes.min(), *(marks + greys or [1e9])))))
+        hi = 2 ** math.ceil(math.log2(max(report.sizes.max(), *(marks + greys or [0])) + 1e-9))
+        edges = np.exp(np.linspace(math.log(lo), math.log(hi), 25))
+        counts, _ = np.histogram(report.sizes, bins=edges)
+        _bars(d, panels[0], counts.tolist(), "box size sqrt(w*h), px (log); anchors: red" + (", defaults grey" if greys else ""),
+              [f"{lo:g}", f"{math.sqrt(lo * hi):.0f}", f"{hi:g}"])
+        x0, y0, pw, ph = panels[0]
+        for colour, values in (((150, 150, 150), greys), ((220, 30, 30), marks)):
+            for m in values:
+                if lo <= m <= hi:
+                    x = x0 + pw * math.log(m / lo) / math.log(hi / lo)
+                    d.line([(x, y0), (x, y0 + ph)], fill=colour, width=2)
+    else:
+        _bars(d, panels[0], [], "box size: no boxes", [])
+    # 2. classes
+    names = list(report.per_class)
+    _bars(d, panels[1], [report.per_class[n] for n in names], "instances per class",
+          names if len(names) <= 8 else [names[0], "...", names[-1]])
+    # 3. instances per image
+    top = int(report.per_image.max()) if report.num_images else 0
+    counts = np.bincount(report.per_image, minlength=top + 1).tolist() if report.num_images else []
+    _bars(d, panels[2], counts, "instances per image (0 .. max)", ["0", str(top)] if counts else [])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _bars(d, panel, counts: list[int], title: str, ticks: list[str]) -> None:
+    x0, y0, w, h = panel
+    d.rectangle([x0, y0, x0 + w, y0 + h], outline=(120, 120, 120))
+    d.text((x0, y0 + h + 22), title, fill="black")
+    if counts:
+        top = max(max(counts), 1)
+        bw = w / len(counts)
+        for i, c in enumerate(counts):
+            if c:
+                d.rectangle([x0 + i * bw + 1, y0 + h - h * c / top, x0 + (i + 1) * bw - 1, y0 + h], fill=(60, 110, 200))
+        d.text((x0 + 2, y0 + 2), f"max {top}", fill="black")
+    for i, t in enumerate(ticks):
+        if len(ticks) == len(counts):   # one label under each bar
+            x = x0 + w * (i + 0.5) / len(counts) - 3 * len(t)
+        else:
+            x = x0 + (w * i / max(1, len(ticks) - 1) if len(ticks) > 1 else w / 2)
+        d.text((min(x, x0 + w - 6 * len(t)), y0 + h + 5), t, fill="black")

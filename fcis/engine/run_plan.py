@@ -1,0 +1,100 @@
+"""What a fresh training run decides before its first step, in one place: the recipe (every
+``None`` field of the config), the anchors fitted to the training boxes, and the data summary.
+
+:func:`plan_fresh_run` is called once by the trainer for a new run; :func:`plan_resumed_run`
+takes the decided values back from a checkpoint, so a resumed run continues with exactly them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .anchor_fit import AnchorFit, fit_for_model
+from .config import TrainConfig
+from .recipe import ResolvedRecipe, resolve_recipe
+
+__all__ = ["RunPlan", "plan_fresh_run", "plan_resumed_run", "ANCHOR_FIELDS"]
+
+#: Model fields the anchor fit may choose.
+ANCHOR_FIELDS = ("anchor_sizes", "aspect_ratios", "window_sizes")
+
+
+@dataclass
+class RunPlan:
+    """The resolved training config, the model overrides to build with, and the record that
+    goes to ``config.json`` and the checkpoints (``recipe``, ``anchors``, ``data``)."""
+
+    cfg: TrainConfig
+    model_overrides: dict[str, Any]
+    record: dict[str, Any]
+
+
+def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: TrainConfig,
+                   model_overrides: dict[str, Any], pretrained: bool, world_size: int,
+                   log: Callable[[str], None] | None = print) -> RunPlan:
+    """Resolve ``cfg``'s recipe, fit the anchors (``cfg.anchors == "fit"``, recipe ``auto``) and
+    summarise the data. ``builder`` is the model's builder; ``model_overrides`` the user's
+    ``--set`` fields (they win over the recipe and the fit); ``log`` prints (None: silent)."""
+    from .inspect_data import inspect_dataset
+
+    given = {**model_overrides, **cfg.model_overrides()}
+    defaults = _default_config(builder, train_ds.num_classes, pretrained, given)
+    names = {f.name for f in dataclasses.fields(defaults)}
+    cfg, recipe = resolve_recipe(cfg, pretrained=pretrained, num_train_images=len(train_ds),
+                                 world_size=world_size, model_fields=names, given_model=given)
+    overrides = {**recipe.model, **model_overrides}
+    run_defaults = dataclasses.replace(defaults, **{k: v for k, v in {**recipe.model, **given}.items()
+                                                    if k in names and k not in ANCHOR_FIELDS})
+    fixed = {k: v for k, v in {**recipe.model, **given}.items() if k in ANCHOR_FIELDS}
+    fit = fit_for_model("", run_defaults, train_ds.coco, given=fixed,
+                        paper=cfg.anchors == "paper" or cfg.recipe != "auto")
+    if fit is not None:
+        if cfg.recipe != "auto" and not any(k in given for k in ANCHOR_FIELDS):
+            fit.source = f"recipe {cfg.recipe}"
+        for k, v in fit.fields.items():
+            if k not in given:
+                overrides[k] = v
+    anchors_now = {k: overrides.get(k, getattr(run_defaults, k)) for k in ANCHOR_FIELDS if k in names}
+    report = inspect_dataset(train_ds, dataclasses.replace(run_defaults, **anchors_now))
+    if log is not None:
+        log(report.describe(short=True))
+        log(recipe.describe())
+        if fit is not None:
+            log(fit.describe())
+    record = {"recipe": recipe.to_dict(), "anchors": fit.to_dict() if fit is not None else None,
+              "data": report.summary()}
+    return RunPlan(cfg, overrides, record)
+
+
+def _default_config(builder, num_classes: int, pretrained: bool, given: dict[str, Any]):
+    """The config ``builder`` makes with ``given`` (built on the meta device: no memory, no RNG
+    draws). ``backbone_pretrained`` tells it about ImageNet weights without loading them."""
+    extra = {"backbone_pretrained": True} if pretrained else {}
+    try:
+        with torch.device("meta"):
+            return builder(num_classes=num_classes, **extra, **given).config
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        if "backbone_pretrained" in str(e) and extra:   # a builder whose config lacks the field
+            return _default_config(builder, num_classes, False, given)
+        raise ValueError(f"unknown model option ({e}); options are the fields of the model's config") from None
+
+
+def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:
+    """The values a checkpoint's run decided, for every field ``cfg`` leaves ``None`` (a field
+    given now still wins, and ``check_resumable`` warns about it)."""
+    old = ckpt.get("train_config", {})
+    filled = {k: old[k] for k in cfg.unresolved() if old.get(k) is not None}
+    if "lr" in old and cfg.lr is None and old["lr"] is not None:
+        filled["lr"] = old["lr"]
+    cfg = dataclasses.replace(cfg, **filled)
+    if cfg.unresolved():   # a checkpoint from before recipes: resolve the rest as a fresh run would
+        cfg, _ = resolve_recipe(cfg, pretrained=bool(ckpt.get("model_config", {}).get("backbone_pretrained")),
+                                num_train_images=1)
+    record = {k: ckpt[k] for k in ("recipe", "anchors", "data") if k in ckpt}
+    return RunPlan(cfg, {}, record)
