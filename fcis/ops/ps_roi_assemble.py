@@ -6,9 +6,12 @@ A RoI is cut into a P×P grid. Output cell (i, j) of channel group g takes the R
 score maps feeds one (P/k)×(P/k) block of the output. With P == k this is torchvision's
 ``ps_roi_align``; FCIS uses k = 7 and P = 21, which ``ps_roi_align`` cannot express.
 
-The implementation is plain, vectorised PyTorch (``grid_sample`` with the coordinates computed
-exactly as torchvision's RoIAlign kernel computes them), so it is differentiable, runs on any
-device and dtype that ``grid_sample`` supports and exports to ONNX without custom operators.
+Two implementations in plain, vectorised PyTorch give the same values: for float32/float64 in
+eager mode a weighted gather of channel vectors from a channels-last table with a hand-written
+backward (:mod:`fcis.ops.ps_roi_gather`, several times faster); otherwise (tracing and ONNX
+export, fp16/bf16) ``grid_sample`` with the coordinates computed exactly as torchvision's RoIAlign
+kernel computes them, which runs on any device and dtype that ``grid_sample`` supports and exports
+to ONNX without custom operators.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .ps_roi_gather import assemble_by_gather
 
 __all__ = ["ps_roi_assemble", "PSRoIAssemble", "boxes_to_rois"]
 
@@ -50,6 +55,13 @@ def _known_zero(n: int | torch.SymInt) -> bool:
     from torch.fx.experimental.symbolic_shapes import guard_or_false
 
     return guard_or_false(n == 0)
+
+
+def _gather_path_applies(input: Tensor) -> bool:
+    """The fast path (:mod:`fcis.ops.ps_roi_gather`) serves float32/float64 maps in eager mode;
+    tracing/export (ONNX) and other dtypes (fp16/bf16 autocast) take the ``grid_sample`` path."""
+    return (input.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -142,6 +154,8 @@ def ps_roi_assemble(
     num = rois.shape[0]
     if _known_zero(num) or h == 0 or w == 0:
         return input.new_zeros(num, g, ph, pw) + 0.0 * input.sum()
+    if _gather_path_applies(input):
+        return assemble_by_gather(input, rois, k, ph, pw, spatial_scale, sampling_ratio)
 
     with torch.no_grad():
         x1 = rois[:, 1] * spatial_scale - 0.5
