@@ -41,6 +41,41 @@ def test_eval_output_contract(model):
         assert float(o["boxes"][:, 2].max()) <= img.shape[-1] and float(o["boxes"][:, 3].max()) <= img.shape[-2]
 
 
+def test_detections_equal_the_all_classes_reference(model):
+    """model(images) computes mask probabilities only for the voting candidates' classes and
+    scores both passes in one call; the result equals the original formulation written out:
+    two separate passes, then every class's mask probabilities of every candidate."""
+    from torchvision.models.detection.transform import resize_boxes
+    from torchvision.ops import clip_boxes_to_image
+
+    from fcis.models.fcis.head import RoIScores
+    from fcis.models.fcis.inference import select_detections
+
+    model.eval()
+    images = [torch.rand(3, 90, 120), torch.rand(3, 70, 64)]
+    with torch.no_grad():
+        out = model(images)
+        batch, _ = model.transform(images)
+        c4, c5 = model.backbone(batch.tensors)
+        proposals, _ = model.rpn(batch, {"0": c4})
+        maps = model.head(c5)
+        rois = torch.cat([torch.cat([torch.full_like(p[:, :1], i), p], 1) for i, p in enumerate(proposals)])
+        first = model.head.score_rois(maps, rois)
+        refined = model.box_coder.decode_single(first.box_deltas, rois[:, 1:])
+        for i, size in enumerate(batch.image_sizes):
+            refined[rois[:, 0] == i] = clip_boxes_to_image(refined[rois[:, 0] == i], size)
+        rois2 = torch.cat([rois[:, :1], refined], 1)
+        scores = RoIScores.cat([first, model.head.score_rois(maps, rois2)])
+        all_rois, probs, mask_probs = torch.cat([rois, rois2]), scores.class_logits.softmax(-1), scores.mask_probs()
+        for i, (img, o) in enumerate(zip(images, out)):
+            sel = torch.nonzero(all_rois[:, 0] == i).flatten()
+            boxes = resize_boxes(all_rois[sel, 1:], batch.image_sizes[i], tuple(img.shape[-2:]))
+            want = select_detections(boxes, probs[sel], mask_probs[sel], tuple(img.shape[-2:]), model.config)
+            assert len(want["boxes"]) > 0 and set(o) == set(want)
+            for key in want:
+                torch.testing.assert_close(o[key], want[key], rtol=0, atol=1e-5)
+
+
 def test_losses_finite_and_zero_without_objects(model):
     model.train()
     images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]

@@ -29,7 +29,8 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
 
     Args:
         kept_boxes (N, 4), kept_labels (N,): the detections after NMS, in image pixels.
-        cand_boxes (M, 4), cand_scores (M, C+1), cand_masks (M, C+1, P, P): every candidate.
+        cand_boxes (M, 4), cand_scores (M, C+1), cand_masks (M, C+1, P, P): every candidate (or a
+            ``head.MaskProbs``, which computes only the (candidate, class) pairs read here).
         image_size: (H, W) of the output.
         iou: candidates whose box IoU with a kept box is >= this vote for it.
         min_score: candidates with a class score <= this do not vote.
@@ -39,7 +40,7 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
         (N, H, W) float masks in [0, 1].
     """
     height, width = image_size
-    out = cand_masks.new_zeros(len(kept_boxes), height, width)
+    out = cand_scores.new_zeros(len(kept_boxes), height, width)
     if len(kept_boxes) == 0:
         return out
     overlaps = box_iou(kept_boxes, cand_boxes) if voting else None
