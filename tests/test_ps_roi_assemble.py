@@ -210,3 +210,19 @@ def test_gather_and_grid_sample_paths_agree_at_fcis_shape(monkeypatch, dtype, at
         assert fast.shape == ref.shape == (16, groups, p, p) and fast.dtype == dtype
         torch.testing.assert_close(fast, ref, rtol=0, atol=atol)
         torch.testing.assert_close(grad_fast, grad_ref, rtol=0, atol=atol * 10)
+
+
+def test_channels_last_maps_give_the_same_values_and_channels_last_gradients():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3 * 49, 9, 12, generator=gen, dtype=torch.float64)
+    rois = _random_rois(2, 10, 9, 12, 1 / 16, gen)
+    weights = torch.randn(10, 3, 21, 21, generator=gen, dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xf = x.contiguous(memory_format=fmt).requires_grad_()
+        out = ps_roi_assemble(xf, rois, 7, 21, 1 / 16, 2)
+        (grad,) = torch.autograd.grad((out * weights).sum(), xf)
+        assert grad.is_contiguous(memory_format=fmt)
+        grads.append((out, grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=1e-12)

@@ -61,34 +61,47 @@ def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, n_bins: int, si
 
 
 class _GatherRows(torch.autograd.Function):
-    """``out[b] = Σ_l weights[b, l] · table[indices[b, l]]`` (B bags of L rows) -> (B, G).
-    Backward: the scatter-add of ``grad_out`` rows into the table's rows with the same weights."""
+    """``out[b] = Σ_l weights[b, l] · table[indices[b, l]]`` (B bags of L rows) -> (B, G), where
+    ``table`` is the (N, G·k², H, W) ``input`` laid out as rows (N·H·W·k², G). Backward: the
+    scatter-add of ``grad_out``'s rows into the table's rows with the same weights, written back
+    in ``input``'s own memory format (one copy; channels-last maps get channels-last gradients)."""
 
     @staticmethod
-    def forward(ctx, table: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
+    def forward(ctx, input: Tensor, k: int, indices: Tensor, weights: Tensor) -> Tensor:
+        n, c, h, w = input.shape
+        g = c // (k * k)
+        # (N, G, k², H, W) -> rows (N·H·W·k², G); from channels-last maps a per-pixel transpose.
+        table = input.view(n, g, k * k, h, w).permute(0, 3, 4, 2, 1).reshape(n * h * w * k * k, g)
         bags, per_bag = indices.shape
         flat = indices.flatten()
         offsets = torch.arange(0, bags * per_bag, per_bag, dtype=flat.dtype, device=flat.device)
         out = F.embedding_bag(flat, table, offsets, mode="sum", per_sample_weights=weights.flatten())
         ctx.save_for_backward(flat, weights.flatten())
-        ctx.num_rows, ctx.per_bag = table.shape[0], per_bag
+        ctx.input_shape, ctx.k, ctx.per_bag = (n, g, h, w), k, per_bag
+        ctx.channels_last = input.dim() == 4 and input.is_contiguous(memory_format=torch.channels_last) \
+            and not input.is_contiguous()
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         indices, weights = ctx.saved_tensors
-        grad_table = None
+        grad_input = None
         if ctx.needs_input_grad[0]:
+            n, g, h, w = ctx.input_shape
+            k2 = ctx.k * ctx.k
             # The transposed gather: sort the (bag, row) pairs by row; each table row is then one
             # bag of the output-gradient rows that read it, with the same weights.
-            per_bag = ctx.per_bag
             rows, order = torch.sort(indices)
-            cells = torch.div(order, per_bag, rounding_mode="floor").to(indices.dtype)
-            counts = torch.bincount(rows, minlength=ctx.num_rows)
+            cells = torch.div(order, ctx.per_bag, rounding_mode="floor").to(indices.dtype)
+            counts = torch.bincount(rows, minlength=n * h * w * k2)
             offsets = (counts.cumsum(0) - counts).to(indices.dtype)
             grad_table = F.embedding_bag(cells, grad_out.contiguous(), offsets, mode="sum",
                                          per_sample_weights=weights[order])
-        return grad_table, None, None
+            fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+            grad_input = torch.empty((n, g * k2, h, w), dtype=grad_table.dtype, device=grad_table.device,
+                                     memory_format=fmt)
+            grad_input.view(n, g, k2, h, w).copy_(grad_table.view(n, h, w, k2, g).permute(0, 4, 3, 1, 2))
+        return grad_input, None, None, None
 
 
 def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, spatial_scale: float,
@@ -123,7 +136,5 @@ def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, sp
         weights = (wy[:, :, None, :, None] * wx[:, None, :, None, :]).to(input.dtype)
         indices = indices.view(num * ph * pw, ly * lx)
         weights = weights.view(num * ph * pw, ly * lx)
-    # (N, G, k², H, W) -> rows (N·H·W·k², G): each row holds one position group's G values.
-    table = input.view(n, g, k * k, h, w).permute(0, 3, 4, 2, 1).reshape(n * h * w * k * k, g)
-    out = _GatherRows.apply(table, indices, weights)                            # (K·ph·pw, G)
+    out = _GatherRows.apply(input, k, indices, weights)                         # (K·ph·pw, G)
     return out.view(num, ph, pw, g).permute(0, 3, 1, 2)
