@@ -141,6 +141,23 @@ def test_paste_and_vote():
     assert tight.tolist() == [[0.0, 0.0, 8.0, 8.0]]
 
 
+def test_tight_boxes_match_a_loop_reference():
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(6, 20, 30, generator=gen) * (torch.rand(6, 20, 30, generator=gen) > 0.97)
+    masks[2] = 0.0                                               # empty: keeps its box
+    masks[3] = 0.0
+    masks[3, 19, 29] = 1.0                                       # one pixel in the corner
+    boxes = torch.rand(6, 4, generator=gen) * 20
+    want = boxes.clone()
+    for n in range(len(masks)):
+        ys, xs = torch.nonzero(masks[n] >= 0.4, as_tuple=True)
+        if ys.numel():
+            want[n] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=boxes.dtype)
+    got = masks_to_boxes_or_keep(masks, boxes, 0.4)
+    assert torch.equal(got, want) and got[3].tolist() == [29.0, 19.0, 30.0, 20.0]
+    assert masks_to_boxes_or_keep(masks[:0], boxes[:0], 0.4).shape == (0, 4)
+
+
 def test_config_defaults_are_the_papers():
     c = FCISConfig()
     assert (c.group_size, c.mask_size, c.head_channels) == (7, 21, 1024)

@@ -63,9 +63,15 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
 
 def masks_to_boxes_or_keep(masks: Tensor, boxes: Tensor, threshold: float) -> Tensor:
     """Tight xyxy box of each mask >= ``threshold`` (pixel edges); the given box where empty."""
-    out = boxes.clone()
-    for n in range(len(masks)):
-        ys, xs = torch.nonzero(masks[n] >= threshold, as_tuple=True)
-        if ys.numel():
-            out[n] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).to(boxes.dtype)
-    return out
+    if len(masks) == 0:
+        return boxes.clone()
+    inside = masks >= threshold                                              # (N, H, W)
+    rows, cols = inside.any(dim=2), inside.any(dim=1)                        # (N, H), (N, W)
+    height, width = rows.shape[1], cols.shape[1]
+    # First and last set row/column: argmax of a 0/1 vector is its first maximum.
+    y0 = rows.to(torch.uint8).argmax(dim=1)
+    y1 = height - rows.flip(1).to(torch.uint8).argmax(dim=1)
+    x0 = cols.to(torch.uint8).argmax(dim=1)
+    x1 = width - cols.flip(1).to(torch.uint8).argmax(dim=1)
+    tight = torch.stack([x0, y0, x1, y1], dim=1).to(boxes.dtype)
+    return torch.where(rows.any(dim=1, keepdim=True), tight, boxes)
