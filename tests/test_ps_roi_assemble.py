@@ -15,10 +15,10 @@ assemble_module = importlib.import_module("fcis.ops.ps_roi_assemble")  # the mod
 
 @pytest.fixture(params=["gather", "grid_sample"])
 def path(request, monkeypatch):
-    """Run a test on the fast gather path (the default for float32/float64 in eager mode) and on
-    the grid_sample path (the one ONNX export and fp16/bf16 take)."""
-    if request.param == "grid_sample":
-        monkeypatch.setattr(assemble_module, "_gather_path_applies", lambda input: False)
+    """Run a test on the fast gather path (the default for float32/float64 maps of >= 8 groups in
+    eager mode; forced here for the tests' few groups) and on the grid_sample path (the one ONNX
+    export, fp16/bf16 and fewer groups take)."""
+    monkeypatch.setattr(assemble_module, "_gather_path_applies", lambda *args: request.param == "gather")
     return request.param
 
 
@@ -204,7 +204,7 @@ def test_gather_and_grid_sample_paths_agree_at_fcis_shape(monkeypatch, dtype, at
         fast = ps_roi_assemble(x, rois, k, p, scale, sampling_ratio)
         (grad_fast,) = torch.autograd.grad((fast * weights).sum(), x)
         with monkeypatch.context() as m:
-            m.setattr(assemble_module, "_gather_path_applies", lambda input: False)
+            m.setattr(assemble_module, "_gather_path_applies", lambda *args: False)
             ref = ps_roi_assemble(x, rois, k, p, scale, sampling_ratio)
         (grad_ref,) = torch.autograd.grad((ref * weights).sum(), x)
         assert fast.shape == ref.shape == (16, groups, p, p) and fast.dtype == dtype
@@ -212,7 +212,8 @@ def test_gather_and_grid_sample_paths_agree_at_fcis_shape(monkeypatch, dtype, at
         torch.testing.assert_close(grad_fast, grad_ref, rtol=0, atol=atol * 10)
 
 
-def test_channels_last_maps_give_the_same_values_and_channels_last_gradients():
+def test_channels_last_maps_give_the_same_values_and_channels_last_gradients(monkeypatch):
+    monkeypatch.setattr(assemble_module, "_gather_path_applies", lambda *args: True)
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, 3 * 49, 9, 12, generator=gen, dtype=torch.float64)
     rois = _random_rois(2, 10, 9, 12, 1 / 16, gen)
@@ -226,3 +227,10 @@ def test_channels_last_maps_give_the_same_values_and_channels_last_gradients():
         grads.append((out, grad))
     torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=1e-12)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=1e-12)
+
+
+def test_path_choice():
+    maps = torch.zeros(1, 162 * 49, 4, 4)
+    assert assemble_module._gather_path_applies(maps, 162)
+    assert not assemble_module._gather_path_applies(maps.half(), 162)         # fp16/bf16: grid_sample
+    assert not assemble_module._gather_path_applies(torch.zeros(1, 49, 4, 4), 1)   # InstanceFCN's 1 group

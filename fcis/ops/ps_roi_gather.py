@@ -60,6 +60,39 @@ def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, n_bins: int, si
     return pixels, weights
 
 
+def _to_table(input: Tensor, k: int) -> Tensor:
+    """(N, G·k², H, W) maps -> rows (N·H·W·k², G), row ((b·H + y)·W + x)·k² + p holding the G
+    values of position group p at pixel (y, x) of image b.
+
+    Two cache-friendly copies instead of one strided permute (which misses the cache and the TLB
+    on every element: 15× slower measured on a 75×100 map): per image a 2-D (C, H·W) -> (H·W, C)
+    transpose (PyTorch's blocked transpose copy; skipped for channels-last maps, which are
+    already laid out so), then per pixel a (G, k²) -> (k², G) transpose within its C values."""
+    n, c, h, w = input.shape
+    k2 = k * k
+    if input.is_contiguous(memory_format=torch.channels_last):
+        pixels = input.permute(0, 2, 3, 1)                                   # (N, H, W, C), a view
+    else:
+        pixels = input.new_empty(n, h * w, c)
+        for b in range(n):
+            pixels[b].copy_(input[b].reshape(c, h * w).t())
+        pixels = pixels.view(n, h, w, c)
+    return pixels.reshape(n * h * w, c // k2, k2).transpose(1, 2).reshape(n * h * w * k2, c // k2)
+
+
+def _from_table(rows: Tensor, shape: tuple[int, int, int, int], k: int, channels_last: bool) -> Tensor:
+    """Inverse of :func:`_to_table`: rows (N·H·W·k², G) -> (N, G·k², H, W), channels-last if asked."""
+    n, c, h, w = shape
+    k2 = k * k
+    pixels = rows.view(n * h * w, k2, c // k2).transpose(1, 2).reshape(n, h, w, c)   # (N, H, W, C)
+    if channels_last:
+        return pixels.permute(0, 3, 1, 2)                                    # channels-last strides
+    out = rows.new_empty(n, c, h, w)
+    for b in range(n):
+        out[b].view(c, h * w).copy_(pixels[b].reshape(h * w, c).t())
+    return out
+
+
 class _GatherRows(torch.autograd.Function):
     """``out[b] = Σ_l weights[b, l] · table[indices[b, l]]`` (B bags of L rows) -> (B, G), where
     ``table`` is the (N, G·k², H, W) ``input`` laid out as rows (N·H·W·k², G). Backward: the
@@ -70,8 +103,7 @@ class _GatherRows(torch.autograd.Function):
     def forward(ctx, input: Tensor, k: int, indices: Tensor, weights: Tensor) -> Tensor:
         n, c, h, w = input.shape
         g = c // (k * k)
-        # (N, G, k², H, W) -> rows (N·H·W·k², G); from channels-last maps a per-pixel transpose.
-        table = input.view(n, g, k * k, h, w).permute(0, 3, 4, 2, 1).reshape(n * h * w * k * k, g)
+        table = _to_table(input, k)
         bags, per_bag = indices.shape
         flat = indices.flatten()
         offsets = torch.arange(0, bags * per_bag, per_bag, dtype=flat.dtype, device=flat.device)
@@ -97,10 +129,7 @@ class _GatherRows(torch.autograd.Function):
             offsets = (counts.cumsum(0) - counts).to(indices.dtype)
             grad_table = F.embedding_bag(cells, grad_out.contiguous(), offsets, mode="sum",
                                          per_sample_weights=weights[order])
-            fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
-            grad_input = torch.empty((n, g * k2, h, w), dtype=grad_table.dtype, device=grad_table.device,
-                                     memory_format=fmt)
-            grad_input.view(n, g, k2, h, w).copy_(grad_table.view(n, h, w, k2, g).permute(0, 4, 3, 1, 2))
+            grad_input = _from_table(grad_table, (n, g * k2, h, w), ctx.k, ctx.channels_last)
         return grad_input, None, None, None
 
 
