@@ -6,10 +6,10 @@ A RoI is cut into a P×P grid. Output cell (i, j) of channel group g takes the R
 score maps feeds one (P/k)×(P/k) block of the output. With P == k this is torchvision's
 ``ps_roi_align``; FCIS uses k = 7 and P = 21, which ``ps_roi_align`` cannot express.
 
-Two implementations in plain, vectorised PyTorch give the same values: for float32/float64 in
-eager mode a weighted gather of channel vectors from a channels-last table with a hand-written
-backward (:mod:`fcis.ops.ps_roi_gather`, several times faster); otherwise (tracing and ONNX
-export, fp16/bf16) ``grid_sample`` with the coordinates computed exactly as torchvision's RoIAlign
+Two implementations in plain, vectorised PyTorch give the same values: for float32/float64 maps
+of >= 8 groups in eager mode a weighted gather of channel vectors from a channels-last table with
+a hand-written backward (:mod:`fcis.ops.ps_roi_gather`, several times faster); otherwise (tracing
+and ONNX export, fp16/bf16, fewer groups) ``grid_sample`` with the coordinates computed exactly as torchvision's RoIAlign
 kernel computes them, which runs on any device and dtype that ``grid_sample`` supports and exports
 to ONNX without custom operators.
 """
