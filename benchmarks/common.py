@@ -85,6 +85,8 @@ class Budget:
     gpu_repeats: int = 10
     gpu_warmup: int = 3
     gpu_num_rois: int = 300
+    gpu_train_batch: int = 2
+    gpu_train_models: tuple[str, ...] = ("fcis_resnet101", "maskrcnn_resnet50_fpn")
     # Extra config fields per builder name, applied wherever the harness builds that model (empty
     # in the real runs; the tests use it to shrink proposal counts).
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -100,7 +100,7 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
     with timer("assembling + scoring (2 passes)"):
         rois, probs, scores = model.score_candidates(maps, proposals, batch.image_sizes)
     with timer("NMS + top-k"):
-        mask_probs = scores.mask_probs()
+        mask_probs = scores.lazy_mask_probs()     # as FCIS.detect: computed in voting, for its pairs only
         boxes = resize_boxes(rois[:, 1:], batch.image_sizes[0], original)
         class_scores = probs[:, 1:]
         cand, cls = torch.nonzero(class_scores > cfg.score_thresh, as_tuple=True)

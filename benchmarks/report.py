@@ -382,6 +382,18 @@ def _gpu(sec_: dict | None) -> str:
     out.append(table(["", "CPU (ms)", "GPU (ms)", "CPU / GPU"], [
         ["forward", ms(c["forward_s"]), ms(g["forward_s"]), times(op["forward_ratio_cpu_over_gpu"])],
         ["forward + backward", ms(c["fwd_bwd_s"]), ms(g["fwd_bwd_s"]), times(op["fwd_bwd_ratio_cpu_over_gpu"])]]))
+    gs = op.get("gpu_grid_sample")
+    if gs:
+        out.append(f"\nOn the GPU, the `grid_sample` path (the one export takes): forward {ms(gs['forward_s'])} ms, "
+                   f"forward + backward {ms(gs['fwd_bwd_s'])} ms.")
+    train = sec_.get("training")
+    if train and train.get("models"):
+        out += ["", f"Training step on the GPU (batch {sec_.get('gpu_train_batch', 2)}, {h}×{w}):", ""]
+        out.append(table(["model", "step (ms)", "images/s", "peak allocated growth (MiB)"], [
+            [f"`{name}`", ms(r["step_s"]), num(r["images_per_s"], 2), num(r.get("peak_allocated_growth_mib"))]
+            for name, r in train["models"].items()]))
+        out.append(f"\nImages/s FCIS / Mask R-CNN: {times(train.get('ratio_images_per_s_fcis_over_maskrcnn'))}; "
+                   f"peak memory FCIS / Mask R-CNN: {times(train.get('ratio_peak_fcis_over_maskrcnn'))}.")
     return "\n".join(out)
 
 

@@ -30,6 +30,7 @@ TINY = dataclasses.replace(
     warmup_iters=0, train_workers=0,
     limit_models=("fcis_resnet18",), limit_image=(64, 80), matmul_sizes=(64,), detections=10, eval_detections=5,
     gpu_model="fcis_resnet18", gpu_image=(64, 96), gpu_repeats=1, gpu_warmup=0, gpu_num_rois=4,
+    gpu_train_models=("fcis_resnet18", "maskrcnn_resnet18_fpn"),
     model_overrides={  # few proposals and sampled RoIs: the per-RoI heads dominate at toy sizes
         "fcis_resnet18": {"rpn_post_nms_top_n_test": 30, "rpn_post_nms_top_n_train": 30, "ohem_rois": 16},
         "maskrcnn_resnet18_fpn": {"rpn_pre_nms_top_n_test": 60, "rpn_post_nms_top_n_test": 30,

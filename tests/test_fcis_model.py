@@ -41,6 +41,41 @@ def test_eval_output_contract(model):
         assert float(o["boxes"][:, 2].max()) <= img.shape[-1] and float(o["boxes"][:, 3].max()) <= img.shape[-2]
 
 
+def test_detections_equal_the_all_classes_reference(model):
+    """model(images) computes mask probabilities only for the voting candidates' classes and
+    scores both passes in one call; the result equals the original formulation written out:
+    two separate passes, then every class's mask probabilities of every candidate."""
+    from torchvision.models.detection.transform import resize_boxes
+    from torchvision.ops import clip_boxes_to_image
+
+    from fcis.models.fcis.head import RoIScores
+    from fcis.models.fcis.inference import select_detections
+
+    model.eval()
+    images = [torch.rand(3, 90, 120), torch.rand(3, 70, 64)]
+    with torch.no_grad():
+        out = model(images)
+        batch, _ = model.transform(images)
+        c4, c5 = model.backbone(batch.tensors)
+        proposals, _ = model.rpn(batch, {"0": c4})
+        maps = model.head(c5)
+        rois = torch.cat([torch.cat([torch.full_like(p[:, :1], i), p], 1) for i, p in enumerate(proposals)])
+        first = model.head.score_rois(maps, rois)
+        refined = model.box_coder.decode_single(first.box_deltas, rois[:, 1:])
+        for i, size in enumerate(batch.image_sizes):
+            refined[rois[:, 0] == i] = clip_boxes_to_image(refined[rois[:, 0] == i], size)
+        rois2 = torch.cat([rois[:, :1], refined], 1)
+        scores = RoIScores.cat([first, model.head.score_rois(maps, rois2)])
+        all_rois, probs, mask_probs = torch.cat([rois, rois2]), scores.class_logits.softmax(-1), scores.mask_probs()
+        for i, (img, o) in enumerate(zip(images, out)):
+            sel = torch.nonzero(all_rois[:, 0] == i).flatten()
+            boxes = resize_boxes(all_rois[sel, 1:], batch.image_sizes[i], tuple(img.shape[-2:]))
+            want = select_detections(boxes, probs[sel], mask_probs[sel], tuple(img.shape[-2:]), model.config)
+            assert len(want["boxes"]) > 0 and set(o) == set(want)
+            for key in want:
+                torch.testing.assert_close(o[key], want[key], rtol=0, atol=1e-5)
+
+
 def test_losses_finite_and_zero_without_objects(model):
     model.train()
     images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]
@@ -104,6 +139,23 @@ def test_paste_and_vote():
     assert float(own[0, 4, 6]) == 0.0 and float(own[0, 4, 1]) == 1.0
     tight = masks_to_boxes_or_keep(voted, boxes[:1], 0.4)
     assert tight.tolist() == [[0.0, 0.0, 8.0, 8.0]]
+
+
+def test_tight_boxes_match_a_loop_reference():
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(6, 20, 30, generator=gen) * (torch.rand(6, 20, 30, generator=gen) > 0.97)
+    masks[2] = 0.0                                               # empty: keeps its box
+    masks[3] = 0.0
+    masks[3, 19, 29] = 1.0                                       # one pixel in the corner
+    boxes = torch.rand(6, 4, generator=gen) * 20
+    want = boxes.clone()
+    for n in range(len(masks)):
+        ys, xs = torch.nonzero(masks[n] >= 0.4, as_tuple=True)
+        if ys.numel():
+            want[n] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=boxes.dtype)
+    got = masks_to_boxes_or_keep(masks, boxes, 0.4)
+    assert torch.equal(got, want) and got[3].tolist() == [29.0, 19.0, 30.0, 20.0]
+    assert masks_to_boxes_or_keep(masks[:0], boxes[:0], 0.4).shape == (0, 4)
 
 
 def test_config_defaults_are_the_papers():

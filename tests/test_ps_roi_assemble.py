@@ -1,5 +1,7 @@
-"""ps_roi_assemble against a float64 loop reference, against torchvision, and gradcheck."""
+"""ps_roi_assemble against a float64 loop reference, against torchvision, and gradcheck, on both
+its paths (the fast gather and grid_sample), and the two paths against each other."""
 
+import importlib
 import math
 
 import pytest
@@ -7,6 +9,17 @@ import torch
 from torchvision.ops import ps_roi_align, roi_align
 
 from fcis.ops import PSRoIAssemble, ps_roi_assemble
+
+assemble_module = importlib.import_module("fcis.ops.ps_roi_assemble")  # the module, not the function
+
+
+@pytest.fixture(params=["gather", "grid_sample"])
+def path(request, monkeypatch):
+    """Run a test on the fast gather path (the default for float32/float64 maps of >= 8 groups in
+    eager mode; forced here for the tests' few groups) and on the grid_sample path (the one ONNX
+    export, fp16/bf16 and fewer groups take)."""
+    monkeypatch.setattr(assemble_module, "_gather_path_applies", lambda *args: request.param == "gather")
+    return request.param
 
 
 def _bilinear(fmap, y, x):
@@ -84,7 +97,7 @@ def _gather_cells(full, k, p, groups):
 
 
 @pytest.mark.parametrize("k,p,sampling_ratio", [(3, 9, -1), (3, 7, 2), (2, 5, -1), (1, 4, 1)])
-def test_matches_loop_reference_float64(k, p, sampling_ratio):
+def test_matches_loop_reference_float64(k, p, sampling_ratio, path):
     gen = torch.Generator().manual_seed(k * 100 + p)
     groups, h, w, scale = 2, 9, 11, 0.5
     x = torch.randn(2, groups * k * k, h, w, generator=gen, dtype=torch.float64)
@@ -96,7 +109,7 @@ def test_matches_loop_reference_float64(k, p, sampling_ratio):
 
 
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
-def test_matches_torchvision_roi_align_per_group_float64(sampling_ratio):
+def test_matches_torchvision_roi_align_per_group_float64(sampling_ratio, path):
     """FCIS's shape (k=7, P=21) against roi_align, channel by channel, to 1e-6."""
     gen = torch.Generator().manual_seed(0)
     k, p, groups, h, w, scale = 7, 21, 3, 19, 25, 1 / 16
@@ -113,7 +126,7 @@ def test_matches_torchvision_roi_align_per_group_float64(sampling_ratio):
     torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=1e-6)
 
 
-def test_equals_ps_roi_align_when_p_equals_k():
+def test_equals_ps_roi_align_when_p_equals_k(path):
     """P == k is exactly torchvision's ps_roi_align (same half-pixel offset, same sampling)."""
     gen = torch.Generator().manual_seed(1)
     k, groups = 3, 4
@@ -124,18 +137,19 @@ def test_equals_ps_roi_align_when_p_equals_k():
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 
-def test_float32_matches_float64():
+def test_float32_matches_float64(path):
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(1, 2 * 49, 20, 30, generator=gen, dtype=torch.float64)
     rois = _random_rois(1, 20, 20, 30, 1 / 8, gen)
     got32 = ps_roi_assemble(x.float(), rois.float(), 7, 21, 1 / 8)
     got64 = ps_roi_assemble(x, rois, 7, 21, 1 / 8)
     assert got32.dtype == torch.float32
-    # float32 error comes from normalising coordinates for grid_sample (~1e-7 relative, times W).
+    # float32 error: grid_sample's normalised coordinates (~1e-7 relative, times W), or the gather
+    # path's float32 weights.
     torch.testing.assert_close(got32.double(), got64, rtol=0, atol=1e-4)
 
 
-def test_gradcheck():
+def test_gradcheck(path):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 2 * 4, 6, 7, generator=gen, dtype=torch.float64, requires_grad=True)
     rois = torch.tensor([[0, 0.5, 1.0, 5.0, 4.5], [1, 2.0, 0.0, 7.0, 6.0], [0, -1.0, -1.0, 3.0, 2.0]],
@@ -155,7 +169,7 @@ def test_list_of_boxes_and_module():
     assert "group_size=3" in repr(PSRoIAssemble(3, 6))
 
 
-def test_no_rois_and_bad_input():
+def test_no_rois_and_bad_input(path):
     x = torch.randn(1, 18, 5, 5, requires_grad=True)
     out = ps_roi_assemble(x, torch.zeros(0, 5), 3, 6)
     assert out.shape == (0, 2, 6, 6)
@@ -168,10 +182,55 @@ def test_no_rois_and_bad_input():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
+def test_cuda_matches_cpu(path):
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 3 * 49, 19, 25, generator=gen, dtype=torch.float64)
     rois = _random_rois(2, 30, 19, 25, 1 / 16, gen)
     cpu = ps_roi_assemble(x, rois, 7, 21, 1 / 16, -1)
     gpu = ps_roi_assemble(x.cuda(), rois.cuda(), 7, 21, 1 / 16, -1)
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_gather_and_grid_sample_paths_agree_at_fcis_shape(monkeypatch, dtype, atol):
+    """Random maps at FCIS's shape (k = 7, P = 21, 162 groups = 2 × 81 classes), two images and
+    RoIs of every size: the fast path and the grid_sample path agree in values and gradients."""
+    gen = torch.Generator().manual_seed(6)
+    k, p, groups, h, w, scale = 7, 21, 162, 10, 13, 1 / 16
+    x = torch.randn(2, groups * k * k, h, w, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+    rois = _random_rois(2, 16, h, w, scale, gen).to(dtype)
+    weights = torch.randn(16, groups, p, p, generator=gen, dtype=torch.float64).to(dtype)
+    for sampling_ratio in (2, -1):
+        fast = ps_roi_assemble(x, rois, k, p, scale, sampling_ratio)
+        (grad_fast,) = torch.autograd.grad((fast * weights).sum(), x)
+        with monkeypatch.context() as m:
+            m.setattr(assemble_module, "_gather_path_applies", lambda *args: False)
+            ref = ps_roi_assemble(x, rois, k, p, scale, sampling_ratio)
+        (grad_ref,) = torch.autograd.grad((ref * weights).sum(), x)
+        assert fast.shape == ref.shape == (16, groups, p, p) and fast.dtype == dtype
+        torch.testing.assert_close(fast, ref, rtol=0, atol=atol)
+        torch.testing.assert_close(grad_fast, grad_ref, rtol=0, atol=atol * 10)
+
+
+def test_channels_last_maps_give_the_same_values_and_channels_last_gradients(monkeypatch):
+    monkeypatch.setattr(assemble_module, "_gather_path_applies", lambda *args: True)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3 * 49, 9, 12, generator=gen, dtype=torch.float64)
+    rois = _random_rois(2, 10, 9, 12, 1 / 16, gen)
+    weights = torch.randn(10, 3, 21, 21, generator=gen, dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xf = x.contiguous(memory_format=fmt).requires_grad_()
+        out = ps_roi_assemble(xf, rois, 7, 21, 1 / 16, 2)
+        (grad,) = torch.autograd.grad((out * weights).sum(), xf)
+        assert grad.is_contiguous(memory_format=fmt)
+        grads.append((out, grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=1e-12)
+
+
+def test_path_choice():
+    maps = torch.zeros(1, 162 * 49, 4, 4)
+    assert assemble_module._gather_path_applies(maps, 162)
+    assert not assemble_module._gather_path_applies(maps.half(), 162)         # fp16/bf16: grid_sample
+    assert not assemble_module._gather_path_applies(torch.zeros(1, 49, 4, 4), 1)   # InstanceFCN's 1 group

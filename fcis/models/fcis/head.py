@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ...ops import ps_roi_assemble
 from .config import FCISConfig
 
-__all__ = ["FCISHead", "ScoreMaps", "RoIScores"]
+__all__ = ["FCISHead", "ScoreMaps", "RoIScores", "MaskProbs"]
 
 
 @dataclass
@@ -48,6 +48,34 @@ class RoIScores:
         """(R, C+1, P, P): per-pixel softmax over (inside, outside), probability of inside."""
         return torch.sigmoid(self.mask_logits[:, :, 0] - self.mask_logits[:, :, 1])
 
+    def lazy_mask_probs(self) -> "MaskProbs":
+        """The same probabilities, computed only for the (RoI, class) pairs that are read."""
+        return MaskProbs(self.mask_logits)
+
+
+class MaskProbs:
+    """Mask probabilities of chosen (RoI, class) pairs, computed on demand from mask logits
+    (R, C+1, 2, P, P): ``probs[rows, classes]`` -> (K, P, P) = sigmoid(inside - outside), as
+    ``RoIScores.mask_probs()[rows, classes]`` without computing the other R·(C+1)·P² values.
+    ``select(rows)`` gives the probabilities of a subset of the RoIs without copying."""
+
+    def __init__(self, mask_logits: Tensor, rows: Tensor | None = None) -> None:
+        self.mask_logits = mask_logits
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.mask_logits)
+
+    def select(self, rows: Tensor) -> "MaskProbs":
+        return MaskProbs(self.mask_logits, rows if self.rows is None else self.rows[rows])
+
+    def __getitem__(self, index: tuple[Tensor, Tensor | int]) -> Tensor:
+        rows, classes = index
+        if self.rows is not None:
+            rows = self.rows[rows]
+        io = self.mask_logits[rows, classes]                                 # (K, 2, P, P)
+        return torch.sigmoid(io[:, 0] - io[:, 1])
+
 
 class FCISHead(nn.Module):
     """conv5 -> 1×1 conv (1024) + ReLU -> inside/outside maps and box maps; assembles RoIs.
@@ -77,6 +105,12 @@ class FCISHead(nn.Module):
         det = self.detection(x) if self.detection is not None else None
         return ScoreMaps(self.inside_outside(x), self.boxes(x), det)
 
+    def box_deltas(self, maps: ScoreMaps, rois: Tensor) -> Tensor:
+        """(R, 4) class-agnostic box deltas of ``rois`` alone (as ``score_rois(...).box_deltas``)."""
+        k = self.cfg.group_size
+        return ps_roi_assemble(maps.boxes, rois, k, k, self.spatial_scale, self.cfg.sampling_ratio,
+                               mode=self.cfg.assemble_mode).mean(dim=(2, 3))
+
     def score_rois(self, maps: ScoreMaps, rois: Tensor) -> RoIScores:
         """Assemble RoIs (Tensor[R, 5]: batch index, x1, y1, x2, y2 in input pixels)."""
         cfg, k, p = self.cfg, self.cfg.group_size, self.cfg.mask_size
@@ -84,12 +118,12 @@ class FCISHead(nn.Module):
                                     mode=cfg.assemble_mode)
         mask_logits = assembled.view(rois.shape[0], cfg.num_classes + 1, 2, p, p)
         if maps.detection is None:
-            class_logits = mask_logits.amax(dim=2).mean(dim=(2, 3))
+            # max(inside, outside) as an elementwise maximum: the same values and gradients as
+            # amax(dim=2), which was as slow as the assembling itself on the op's channels-last output.
+            class_logits = torch.maximum(mask_logits[:, :, 0], mask_logits[:, :, 1]).mean(dim=(2, 3))
         else:
             det = ps_roi_assemble(maps.detection, rois, k, k, self.spatial_scale, cfg.sampling_ratio,
                                   mode=cfg.assemble_mode)
             class_logits = det.mean(dim=(2, 3))
         # The box maps are assembled on the k×k grid and averaged (the original's PS-RoI pooling).
-        deltas = ps_roi_assemble(maps.boxes, rois, k, k, self.spatial_scale, cfg.sampling_ratio,
-                                 mode=cfg.assemble_mode)
-        return RoIScores(class_logits, mask_logits, deltas.mean(dim=(2, 3)))
+        return RoIScores(class_logits, mask_logits, self.box_deltas(maps, rois))

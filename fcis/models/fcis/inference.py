@@ -22,7 +22,8 @@ def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
     Args:
         boxes (M, 4): candidate boxes in output-image pixels.
         class_probs (M, C+1): softmax class probabilities (column 0 = background).
-        mask_probs (M, C+1, P, P): per-class inside probabilities over each candidate's box.
+        mask_probs (M, C+1, P, P): per-class inside probabilities over each candidate's box (or a
+            ``head.MaskProbs`` that computes only the pairs mask voting reads).
         image_size: (H, W) of the output image.
 
     Returns:

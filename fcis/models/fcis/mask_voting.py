@@ -30,7 +30,8 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
 
     Args:
         kept_boxes (N, 4), kept_labels (N,): the detections after NMS, in image pixels.
-        cand_boxes (M, 4), cand_scores (M, C+1), cand_masks (M, C+1, P, P): every candidate.
+        cand_boxes (M, 4), cand_scores (M, C+1), cand_masks (M, C+1, P, P): every candidate (or a
+            ``head.MaskProbs``, which computes only the (candidate, class) pairs read here).
         image_size: (H, W) of the output.
         iou: candidates whose box IoU with a kept box is >= this vote for it.
         min_score: candidates with a class score <= this do not vote.
@@ -42,7 +43,7 @@ def vote_masks(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, cand
         (N, H, W) float masks in [0, 1] (the windows of :func:`voted_windows` placed in the image).
     """
     height, width = image_size
-    out = cand_masks.new_zeros(len(kept_boxes), height, width)
+    out = cand_scores.new_zeros(len(kept_boxes), height, width)
     for n, frame, voted in voted_windows(kept_boxes, kept_labels, cand_boxes, cand_scores, cand_masks, image_size,
                                          iou=iou, min_score=min_score, voting=voting, kept_index=kept_index,
                                          binarize=binarize):
@@ -89,9 +90,15 @@ def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, c
 
 def masks_to_boxes_or_keep(masks: Tensor, boxes: Tensor, threshold: float) -> Tensor:
     """Tight xyxy box of each mask >= ``threshold`` (pixel edges); the given box where empty."""
-    out = boxes.clone()
-    for n in range(len(masks)):
-        ys, xs = torch.nonzero(masks[n] >= threshold, as_tuple=True)
-        if ys.numel():
-            out[n] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).to(boxes.dtype)
-    return out
+    if len(masks) == 0:
+        return boxes.clone()
+    inside = masks >= threshold                                              # (N, H, W)
+    rows, cols = inside.any(dim=2), inside.any(dim=1)                        # (N, H), (N, W)
+    height, width = rows.shape[1], cols.shape[1]
+    # First and last set row/column: argmax of a 0/1 vector is its first maximum.
+    y0 = rows.to(torch.uint8).argmax(dim=1)
+    y1 = height - rows.flip(1).to(torch.uint8).argmax(dim=1)
+    x0 = cols.to(torch.uint8).argmax(dim=1)
+    x1 = width - cols.flip(1).to(torch.uint8).argmax(dim=1)
+    tight = torch.stack([x0, y0, x1, y1], dim=1).to(boxes.dtype)
+    return torch.where(rows.any(dim=1, keepdim=True), tight, boxes)

@@ -71,12 +71,12 @@ class FCIS(nn.Module):
         rpn_in = c4 if c4.dtype in (torch.float32, torch.float64) else c4.float()
         proposals, _ = self.rpn(batch, {"0": rpn_in})
         rois, probs, scores = self.score_candidates(self.head(c5), proposals, batch.image_sizes)
-        mask_probs = scores.mask_probs()
+        mask_probs = scores.lazy_mask_probs()      # only the voting candidates' classes are computed
         out = []
         for i, (size, original) in enumerate(zip(batch.image_sizes, original_sizes)):
             sel = torch.nonzero(rois[:, 0] == i).flatten()
             boxes = resize_boxes(rois[sel, 1:], size, original)
-            out.append(select_detection_windows(boxes, probs[sel], mask_probs[sel], original, self.config,
+            out.append(select_detection_windows(boxes, probs[sel], mask_probs.select(sel), original, self.config,
                                                 score_threshold))
         return out
 
@@ -115,25 +115,27 @@ class FCIS(nn.Module):
         Returns rois (M, 5), class probabilities (M, C+1) and the RoIScores of all candidates."""
         rois = torch.cat([torch.cat([torch.full_like(p[:, :1], i), p], dim=1)
                           for i, p in enumerate(proposals)])
-        first = self.head.score_rois(maps, rois)
         if not self.config.two_pass:
+            first = self.head.score_rois(maps, rois)
             return rois, first.class_logits.softmax(-1), first
-        refined = self.box_coder.decode_single(first.box_deltas, rois[:, 1:])
+        # The refinement needs only the first pass's box deltas (a small k×k assembling); both
+        # passes' candidates are then scored in one call (one table, no concatenation of the
+        # (2R, 2(C+1), P, P) mask logits).
+        refined = self.box_coder.decode_single(self.head.box_deltas(maps, rois), rois[:, 1:])
         for i, size in enumerate(image_sizes):
             sel = rois[:, 0] == i
             refined[sel] = clip_boxes_to_image(refined[sel], size)
-        rois2 = torch.cat([rois[:, :1], refined], dim=1)
-        second = self.head.score_rois(maps, rois2)
-        both = RoIScores.cat([first, second])
-        return torch.cat([rois, rois2]), both.class_logits.softmax(-1), both
+        both_rois = torch.cat([rois, torch.cat([rois[:, :1], refined], dim=1)])
+        both = self.head.score_rois(maps, both_rois)
+        return both_rois, both.class_logits.softmax(-1), both
 
     def detect(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]],
                original_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
         rois, probs, scores = self.score_candidates(maps, proposals, image_sizes)
-        mask_probs = scores.mask_probs()
+        mask_probs = scores.lazy_mask_probs()      # only the voting candidates' classes are computed
         results = []
         for i, (size, original) in enumerate(zip(image_sizes, original_sizes)):
             sel = torch.nonzero(rois[:, 0] == i).flatten()
             boxes = resize_boxes(rois[sel, 1:], size, original)
-            results.append(select_detections(boxes, probs[sel], mask_probs[sel], original, self.config))
+            results.append(select_detections(boxes, probs[sel], mask_probs.select(sel), original, self.config))
         return results

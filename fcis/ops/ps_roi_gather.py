@@ -1,0 +1,169 @@
+"""The fast path of :func:`fcis.ops.ps_roi_assemble`: a weighted gather of channel vectors.
+
+RoIAlign's bilinear sampling is separable: the value of cell (i, j) is a sum over map pixels
+(y, x) of ``wy[i, y] · wx[j, x] · map[y, x]``, where ``wy[i]`` (``wx[j]``) adds up, over the cell's
+samples along that axis, each sample's two linear-interpolation weights divided by the sample
+count (zero for samples outside the map's [-1, size] band). Along an axis a cell touches only L
+consecutive pixels (L = 3 for FCIS's cells of at most one pixel with 2 samples), so each output
+cell is a weighted sum of L_y·L_x rows of a table that holds, per (image, y, x, position group),
+the G values of that position group: the maps laid out channels-last as (N·H·W·k², G). One
+``embedding_bag`` (sum mode with per-sample weights) computes every cell's G values at once,
+reading whole contiguous rows instead of one plane per group as ``grid_sample`` does, and
+writes no per-sample intermediate.
+
+The backward is hand-written (:class:`_GatherRows`): the table's gradient is the transposed
+gather, a scatter-add of the output gradient's rows with the same weights, computed without
+atomics or a (pairs × G) intermediate as another ``embedding_bag`` over the pairs sorted by table
+row (measured 2.8× faster than ``embedding_bag``'s own backward kernel on the CPU). Only the int32
+indices and the weights are saved, never the table.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["assemble_by_gather"]
+
+
+def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, n_bins: int, size: int
+                  ) -> tuple[Tensor, Tensor]:
+    """Per-cell pixel weights along one axis, as torchvision's RoIAlign kernel samples them.
+
+    ``start``/``bin_size`` (K,) in map pixels, ``grid`` (K,) samples per cell (<= 0: the RoI
+    contributes zeros). Returns ``pixels`` (K, n_bins, L) long, clamped to [0, size - 1], and
+    ``weights`` (K, n_bins, L): the sum over the cell's samples of their interpolation weights on
+    each pixel, divided by the sample count."""
+    k_rois = start.shape[0]
+    smax = max(int(grid.max()), 1) if k_rois else 1
+    dtype = start.dtype
+    bins = torch.arange(n_bins, dtype=dtype, device=start.device)
+    s = torch.arange(smax, device=start.device)
+    g = grid.clamp(min=1).to(dtype)
+    c = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
+         + (s.to(dtype)[None, None, :] + 0.5) * (bin_size / g)[:, None, None])      # (K, n, S)
+    valid = (s[None, None, :] < grid[:, None, None]) & (c >= -1.0) & (c <= size)
+    c = c.clamp(min=0.0, max=size - 1.0)
+    low = c.floor()
+    frac = c - low
+    low = low.long()
+    scale = valid.to(dtype) / g[:, None, None]
+    base = torch.where(valid, low, torch.full_like(low, size)).amin(dim=2, keepdim=True)
+    base = torch.minimum(base, low.amax(dim=2, keepdim=True))                  # cells without samples
+    offset = torch.where(valid, low - base, torch.zeros_like(low))
+    span = int(offset.max()) + 2 if offset.numel() else 2
+    weights = c.new_zeros(k_rois, n_bins, span)
+    weights.scatter_add_(2, offset, (1.0 - frac) * scale)
+    weights.scatter_add_(2, offset + 1, frac * scale)
+    pixels = (base + torch.arange(span, device=start.device)).clamp(max=size - 1)
+    return pixels, weights
+
+
+def _to_table(input: Tensor, k: int) -> Tensor:
+    """(N, G·k², H, W) maps -> rows (N·H·W·k², G), row ((b·H + y)·W + x)·k² + p holding the G
+    values of position group p at pixel (y, x) of image b.
+
+    Two cache-friendly copies instead of one strided permute (which misses the cache and the TLB
+    on every element: ~3× slower measured on a 75×100 map): per image a 2-D (C, H·W) -> (H·W, C)
+    transpose (PyTorch's blocked transpose copy; skipped for channels-last maps, which are
+    already laid out so), then per pixel a (G, k²) -> (k², G) transpose within its C values."""
+    n, c, h, w = input.shape
+    k2 = k * k
+    if input.is_contiguous(memory_format=torch.channels_last):
+        pixels = input.permute(0, 2, 3, 1)                                   # (N, H, W, C), a view
+    else:
+        pixels = input.new_empty(n, h * w, c)
+        for b in range(n):
+            pixels[b].copy_(input[b].reshape(c, h * w).t())
+        pixels = pixels.view(n, h, w, c)
+    return pixels.reshape(n * h * w, c // k2, k2).transpose(1, 2).reshape(n * h * w * k2, c // k2)
+
+
+def _from_table(rows: Tensor, shape: tuple[int, int, int, int], k: int, channels_last: bool) -> Tensor:
+    """Inverse of :func:`_to_table`: rows (N·H·W·k², G) -> (N, G·k², H, W), channels-last if asked."""
+    n, c, h, w = shape
+    k2 = k * k
+    pixels = rows.view(n * h * w, k2, c // k2).transpose(1, 2).reshape(n, h, w, c)   # (N, H, W, C)
+    if channels_last:
+        return pixels.permute(0, 3, 1, 2)                                    # channels-last strides
+    out = rows.new_empty(n, c, h, w)
+    for b in range(n):
+        out[b].view(c, h * w).copy_(pixels[b].reshape(h * w, c).t())
+    return out
+
+
+class _GatherRows(torch.autograd.Function):
+    """``out[b] = Σ_l weights[b, l] · table[indices[b, l]]`` (B bags of L rows) -> (B, G), where
+    ``table`` is the (N, G·k², H, W) ``input`` laid out as rows (N·H·W·k², G). Backward: the
+    scatter-add of ``grad_out``'s rows into the table's rows with the same weights, written back
+    in ``input``'s own memory format (one copy; channels-last maps get channels-last gradients)."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, k: int, indices: Tensor, weights: Tensor) -> Tensor:
+        n, c, h, w = input.shape
+        g = c // (k * k)
+        table = _to_table(input, k)
+        bags, per_bag = indices.shape
+        flat = indices.flatten()
+        offsets = torch.arange(0, bags * per_bag, per_bag, dtype=flat.dtype, device=flat.device)
+        out = F.embedding_bag(flat, table, offsets, mode="sum", per_sample_weights=weights.flatten())
+        ctx.save_for_backward(flat, weights.flatten())
+        ctx.input_shape, ctx.k, ctx.per_bag = (n, g, h, w), k, per_bag
+        ctx.channels_last = input.dim() == 4 and input.is_contiguous(memory_format=torch.channels_last) \
+            and not input.is_contiguous()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        indices, weights = ctx.saved_tensors
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            n, g, h, w = ctx.input_shape
+            k2 = ctx.k * ctx.k
+            # The transposed gather: sort the (bag, row) pairs by row; each table row is then one
+            # bag of the output-gradient rows that read it, with the same weights.
+            rows, order = torch.sort(indices)
+            cells = torch.div(order, ctx.per_bag, rounding_mode="floor").to(indices.dtype)
+            counts = torch.bincount(rows, minlength=n * h * w * k2)
+            offsets = (counts.cumsum(0) - counts).to(indices.dtype)
+            grad_table = F.embedding_bag(cells, grad_out.contiguous(), offsets, mode="sum",
+                                         per_sample_weights=weights[order])
+            grad_input = _from_table(grad_table, (n, g * k2, h, w), ctx.k, ctx.channels_last)
+        return grad_input, None, None, None
+
+
+def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, spatial_scale: float,
+                       sampling_ratio: int) -> Tensor:
+    """``ps_roi_assemble`` for (N, G·k², H, W) ``input`` and (K, 5) ``rois`` (float32 or float64
+    coordinates) -> (K, G, ph, pw), laid out channels-last (strides (ph·pw·G, 1, pw·G, G))."""
+    n, c, h, w = input.shape
+    g = c // (k * k)
+    num = rois.shape[0]
+    with torch.no_grad():
+        x1 = rois[:, 1] * spatial_scale - 0.5
+        y1 = rois[:, 2] * spatial_scale - 0.5
+        roi_w = rois[:, 3] * spatial_scale - 0.5 - x1
+        roi_h = rois[:, 4] * spatial_scale - 0.5 - y1
+        if sampling_ratio > 0:
+            grid_h = torch.full((num,), sampling_ratio, dtype=torch.long, device=rois.device)
+            grid_w = grid_h
+        else:
+            grid_h = torch.ceil(roi_h / ph).long()
+            grid_w = torch.ceil(roi_w / pw).long()
+        ys, wy = _axis_weights(y1, roi_h / ph, grid_h, ph, h)        # (K, ph, Ly)
+        xs, wx = _axis_weights(x1, roi_w / pw, grid_w, pw, w)        # (K, pw, Lx)
+        rows_i = torch.arange(ph, device=input.device) * k // ph
+        cols_j = torch.arange(pw, device=input.device) * k // pw
+        # Table row of (image b, pixel y, pixel x, position group p): ((b·H + y)·W + x)·k² + p.
+        row_part = ((rois[:, 0].long()[:, None, None] * h + ys) * w * k * k
+                    + (rows_i * k)[None, :, None])                              # (K, ph, Ly)
+        col_part = xs * (k * k) + cols_j[None, :, None]                         # (K, pw, Lx)
+        ly, lx = wy.shape[2], wx.shape[2]
+        index_dtype = torch.int32 if n * h * w * k * k < 2 ** 31 else torch.long
+        indices = (row_part[:, :, None, :, None] + col_part[:, None, :, None, :]).to(index_dtype)
+        weights = (wy[:, :, None, :, None] * wx[:, None, :, None, :]).to(input.dtype)
+        indices = indices.view(num * ph * pw, ly * lx)
+        weights = weights.view(num * ph * pw, ly * lx)
+    out = _GatherRows.apply(input, k, indices, weights)                         # (K·ph·pw, G)
+    return out.view(num, ph, pw, g).permute(0, 3, 1, 2)
