@@ -400,3 +400,21 @@ def test_a_degenerate_gt_box_gives_finite_losses():
     masks[0, 10:40, 10:40] = 1
     losses = model([image], [{"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks}])
     assert all(torch.isfinite(v) for v in losses.values()), losses
+
+
+def test_assign_targets_bg_iou_low_leaves_out_low_overlap_rois():
+    """The official VOC setting: background is IoU in [0.1, 0.5); RoIs below 0.1 are not used,
+    in each image, and the rest keep their labels, matches and deltas."""
+    coder = BoxCoder(WEIGHTS)
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    props = torch.tensor([[0.0, 0.0, 10.0, 10.0],      # IoU 1 -> foreground
+                          [0.0, 0.0, 10.0, 3.0],       # IoU 0.3 -> background
+                          [9.0, 9.0, 19.0, 19.0],      # IoU 1/199 -> left out
+                          [50.0, 50.0, 60.0, 60.0]])   # IoU 0 -> left out
+    target = {"boxes": gt, "labels": torch.tensor([2])}
+    full = assign_targets([props], [target], coder, fg_iou=0.5, add_gt=False)
+    t = assign_targets([props, props], [target, target], coder, fg_iou=0.5, add_gt=False, bg_iou_low=0.1)
+    assert t.labels.tolist() == [2, 0, 2, 0]
+    assert t.rois[:, 0].tolist() == [0, 0, 1, 1]
+    assert torch.equal(t.rois[:2, 1:], props[:2]) and torch.equal(t.box_targets[:2], full.box_targets[:2])
+    assert t.matched.tolist() == [0, 0, 0, 0]

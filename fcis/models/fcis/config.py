@@ -76,6 +76,9 @@ class FCISConfig:
 
     # RoI training.
     roi_fg_iou: float = 0.5
+    # RoIs whose best IoU with a GT box is below this are not used (background is IoU in
+    # [roi_bg_iou_low, roi_fg_iou)); official: 0 for COCO, 0.1 for VOC (the paper-voc recipe).
+    roi_bg_iou_low: float = 0.0
     add_gt_to_proposals: bool = True
     ohem: bool = True
     ohem_rois: int = 128           # RoIs kept (highest loss) of all proposals + GT per image
@@ -113,6 +116,8 @@ class FCISConfig:
     def __post_init__(self) -> None:
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 foreground class, got {self.num_classes}")
+        if not 0 <= self.roi_bg_iou_low < self.roi_fg_iou:
+            raise ValueError(f"roi_bg_iou_low must be in [0, roi_fg_iou), got {self.roi_bg_iou_low}")
         if self.mask_size < self.group_size:
             raise ValueError(f"mask_size ({self.mask_size}) must be >= group_size ({self.group_size})")
         if self.assemble_mode not in ("bilinear", "average"):

@@ -87,7 +87,7 @@ class FCIS(nn.Module):
         return the reduced RoI losses of those."""
         cfg = self.config
         t = assign_targets([p.detach() for p in proposals], targets, self.box_coder,
-                           cfg.roi_fg_iou, cfg.add_gt_to_proposals)
+                           cfg.roi_fg_iou, cfg.add_gt_to_proposals, cfg.roi_bg_iou_low)
         masks = mask_targets(t, targets, cfg.mask_size, cfg.mask_target_threshold)
         weights = (cfg.cls_loss_weight, cfg.mask_loss_weight, cfg.box_loss_weight)
         if cfg.ohem:

@@ -30,9 +30,11 @@ class RoITargets:
 
 
 def assign_targets(proposals: list[Tensor], targets: list[dict[str, Tensor]], box_coder: BoxCoder,
-                   fg_iou: float, add_gt: bool) -> RoITargets:
+                   fg_iou: float, add_gt: bool, bg_iou_low: float = 0.0) -> RoITargets:
     """Label every proposal (plus the GT boxes when ``add_gt``): foreground with the class of the
-    highest-IoU GT when that IoU >= ``fg_iou``, background otherwise."""
+    highest-IoU GT when that IoU >= ``fg_iou``, background otherwise. With ``bg_iou_low`` > 0
+    (the official VOC setting, 0.1), RoIs whose highest IoU is below it are left out: background
+    is then IoU in [bg_iou_low, fg_iou)."""
     rois, labels, deltas, matched = [], [], [], []
     for i, (props, tgt) in enumerate(zip(proposals, targets)):
         gt_boxes = tgt["boxes"].to(props.dtype)
@@ -48,6 +50,9 @@ def assign_targets(proposals: list[Tensor], targets: list[dict[str, Tensor]], bo
             # Background RoIs have no box target; zero them, so that a degenerate (zero-width) GT
             # box added as a RoI cannot put NaN deltas into the (masked) box loss.
             delta = torch.where((lab > 0)[:, None], delta, torch.zeros_like(delta))
+            if bg_iou_low > 0:
+                keep = torch.nonzero(best_iou >= bg_iou_low).flatten()
+                boxes, lab, idx, delta = boxes[keep], lab[keep], idx[keep], delta[keep]
         batch = torch.full((len(boxes), 1), i, dtype=boxes.dtype, device=boxes.device)
         rois.append(torch.cat([batch, boxes], dim=1))
         labels.append(lab)
