@@ -44,7 +44,7 @@ def test_official_loss_weights_and_mask_normalisation():
 
 def test_param_groups_no_bias_decay_and_3x_head_lr():
     model = fcis_resnet18(num_classes=2)
-    cfg = TrainConfig(weight_decay=5e-4, lr=0.01)
+    cfg = TrainConfig(optimizer="sgd", weight_decay=5e-4, lr=0.01)  # resolved values (the recipe leaves none)
     opt = build_optimizer(param_groups(model, cfg), cfg)
     by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
@@ -55,11 +55,11 @@ def test_param_groups_no_bias_decay_and_3x_head_lr():
     assert by_param[id(named["rpn.head.conv.bias"])]["weight_decay"] == 0.0
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert set(by_param) == trainable                        # every trainable parameter, once
-    decay_all = param_groups(model, TrainConfig(bias_weight_decay=True))
+    decay_all = param_groups(model, TrainConfig(weight_decay=5e-4, bias_weight_decay=True))
     assert {g["weight_decay"] for g in decay_all} == {5e-4}
     # the schedule scales every group from its own base rate
     from fcis.engine.schedule import build_scheduler
-    sched = build_scheduler(opt, TrainConfig(lr=0.01, warmup_iters=0, iterations=10, lr_steps=(0.5,)))
+    sched = build_scheduler(opt, TrainConfig(lr=0.01, warmup_iters=0, warmup_factor=0.1, iterations=10, lr_steps=(0.5,)))
     for _ in range(6):
         opt.step()
         sched.step()
