@@ -21,9 +21,22 @@ import contextlib
 from typing import Any
 
 import torch
-
-from common import (Budget, COCO_CLASSES, available, build, calibrate_bn, forced_detections_overrides, log,
-                    machine_info, pick, random_image, random_rois, ratio, synthetic_target, timeit)
+from common import (
+    COCO_CLASSES,
+    Budget,
+    available,
+    build,
+    calibrate_bn,
+    forced_detections_overrides,
+    log,
+    machine_info,
+    pick,
+    random_image,
+    random_rois,
+    ratio,
+    synthetic_target,
+    timeit,
+)
 
 PAPER_K40_S = 0.24  # FCIS R-101, COCO, s/image on a K40 (docs/ARCHITECTURE.md §5.1)
 

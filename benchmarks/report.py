@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
 from accuracy import ABLATION_LABELS, PAPER_NOTES, PAPER_VOC, voc_pair
 from latency import FCIS_STAGES, MASKRCNN_STAGES
 

@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import torch
 
-from .anchor_fit import AnchorFit, fit_for_model
+from .anchor_fit import fit_for_model
 from .config import TrainConfig
-from .recipe import ResolvedRecipe, resolve_recipe
+from .recipe import resolve_recipe
 
 __all__ = ["RunPlan", "plan_fresh_run", "plan_resumed_run", "ANCHOR_FIELDS"]
 

@@ -70,8 +70,14 @@ from ..evaluation.report import pct
 from ..json_io import write_json
 from . import distributed as dist_utils
 from .amp import check_amp, make_grad_scaler
-from .checkpoint import (build_from_checkpoint, get_rng_state, load_checkpoint, nonfinite_tensors, resolve_device,
-                         save_checkpoint)
+from .checkpoint import (
+    build_from_checkpoint,
+    get_rng_state,
+    load_checkpoint,
+    nonfinite_tensors,
+    resolve_device,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .data import TrainStream
 from .errors import CheckpointError, TrainingError

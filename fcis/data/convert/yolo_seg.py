@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import data_error
-from ._common import (file_name_for, image_record, image_size, list_images, polygon_problem, polygon_record,
-                      write_coco)
+from ._common import file_name_for, image_record, image_size, list_images, polygon_problem, polygon_record, write_coco
 
 _TOLERANCE = 0.01  # normalised coordinates may overshoot [0, 1] by this much (clipped)
 
