@@ -96,5 +96,5 @@ def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:
     if cfg.unresolved():   # a checkpoint from before recipes: resolve the rest as a fresh run would
         cfg, _ = resolve_recipe(cfg, pretrained=bool(ckpt.get("model_config", {}).get("backbone_pretrained")),
                                 num_train_images=1)
-    record = {k: ckpt[k] for k in ("recipe", "anchors", "data") if k in ckpt}
+    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "anchors", "data") if k in ckpt}
     return RunPlan(cfg, {}, record)

@@ -108,7 +108,8 @@ def convert_sbd(sbd_root: str | os.PathLike, out_json: str | os.PathLike, *, spl
     if not ids:
         raise data_error(list_path, "split list is empty")
     out_json = Path(out_json)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for name in ids:
         img_path = root / "img" / f"{name}.jpg"
         if not img_path.is_file():
