@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import Budget, detections_override, log
 
 #: The FCIS paper's VOC 2012 val ablation (mAP^r at IoU 0.5, 0.7), docs/ARCHITECTURE.md §5.1. None: not in that table.

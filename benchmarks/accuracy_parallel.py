@@ -81,9 +81,9 @@ def run(budget: Budget, sections: list[str], datasets: list[str], work: Path, da
 
 
 def worker(argv: list[str]) -> int:
+    import accuracy
     import torch
 
-    import accuracy
     from fcis.json_io import jsonable
 
     budget_file, dataset, sections, out, work = argv[:5]

@@ -21,9 +21,22 @@ import contextlib
 from typing import Any
 
 import torch
-
-from common import (Budget, COCO_CLASSES, available, build, calibrate_bn, forced_detections_overrides, log,
-                    machine_info, pick, random_image, random_rois, ratio, synthetic_target, timeit)
+from common import (
+    COCO_CLASSES,
+    Budget,
+    available,
+    build,
+    calibrate_bn,
+    forced_detections_overrides,
+    log,
+    machine_info,
+    pick,
+    random_image,
+    random_rois,
+    ratio,
+    synthetic_target,
+    timeit,
+)
 
 PAPER_K40_S = 0.24  # FCIS R-101, COCO, s/image on a K40 (docs/ARCHITECTURE.md §5.1)
 
@@ -121,14 +134,14 @@ def run(budget: Budget, device: str | None = None) -> dict[str, Any]:
     last = {}
 
     def e2e_call():
-        last["out"] = model([image])
+        last["out"] = model([image]) # noqa: F821 (ruff resolves it after the del further down; the closure runs before)
 
     with torch.no_grad():
         e2e = timeit(e2e_call, budget.gpu_repeats, budget.gpu_warmup, device)
         out["detections"] = int(len(last["out"][0]["boxes"]))
         parts = breakdown(model, "fcis", image, budget.gpu_repeats, budget.gpu_warmup, device)
         model.config.mask_voting = False
-        no_vote = timeit(lambda: model([image]), budget.gpu_repeats, budget.gpu_warmup, device)
+        no_vote = timeit(lambda: model([image]), budget.gpu_repeats, budget.gpu_warmup, device)  # noqa: F821
         model.config.mask_voting = True
     out["latency_s"] = e2e["median"]
     out["latency_times"] = e2e["times"]

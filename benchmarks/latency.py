@@ -24,9 +24,20 @@ import time
 from typing import Any
 
 import torch
-
-from common import (Budget, available, build, calibrate_bn, forced_detections_overrides, log, median, pick,
-                    random_image, ratio, sync, timeit)
+from common import (
+    Budget,
+    available,
+    build,
+    calibrate_bn,
+    forced_detections_overrides,
+    log,
+    median,
+    pick,
+    random_image,
+    ratio,
+    sync,
+    timeit,
+)
 
 
 class StageTimer:

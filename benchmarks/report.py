@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
 from accuracy import ABLATION_LABELS, PAPER_NOTES, PAPER_VOC, voc_pair
 from latency import FCIS_STAGES, MASKRCNN_STAGES
 
@@ -540,7 +541,7 @@ def make_plots(results: dict, folder: Path) -> dict[str, str]:
                 width = 0.8 / max(len(runs), 1)
                 multi = len(d["info"].get("classes", [])) > 1
                 top = 1.0
-                for i, (k, r) in enumerate(runs):
+                for i, (_k, r) in enumerate(runs):
                     agnostic = r.get("class_agnostic") and multi  # class-aware AP is not its metric
                     vals = [math.nan if agnostic and t != "ar" else 100 * ((r["metrics"].get(t) or {}).get(key) or 0.0)
                             for t, key, _ in metrics]
@@ -554,7 +555,7 @@ def make_plots(results: dict, folder: Path) -> dict[str, str]:
             save(fig, "accuracy", "accuracy.png")
             fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)
             for ax, (ds, d) in zip(axes[0], dsets):
-                for k, r in d["runs"].items():
+                for r in d["runs"].values():
                     if r.get("loss_curve"):
                         xs, ys = zip(*r["loss_curve"])
                         ax.plot(xs, ys, label=r["model"])

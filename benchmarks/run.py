@@ -30,8 +30,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-
 from common import FULL, QUICK, Budget, log, machine_info  # noqa: E402
+
 from fcis.json_io import jsonable  # noqa: E402
 
 #: CLI name -> results key, in run order (the training-heavy sections last).

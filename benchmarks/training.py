@@ -51,7 +51,6 @@ def _reset_hwm() -> bool:
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-
     from common import build, random_image, synthetic_target, timeit
 
     torch.set_flush_denormal(True)

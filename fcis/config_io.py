@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """``cls(**data)``, refusing keys that are not fields of ``cls`` with a message naming them."""
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # T is a dataclass
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {unknown}")

@@ -6,17 +6,24 @@ import json
 import numpy as np
 import pytest
 import torch
+from bad_input_corpus import (
+    box_polygon,
+    coco_json,
+    corrupt_png_that_decodes,
+    displayed,
+    not_an_image,
+    pattern,
+    save_png16,
+    save_with_orientation,
+)
 from PIL import Image
+from test_engine import tiny, tiny_builder  # noqa: F401 - the fixture registers a stand-in model
 
 from fcis.data import CocoInstances, DataError
 from fcis.data.coco import read_image
 from fcis.data.convert import convert_instance_masks, convert_via, convert_yolo_seg
 from fcis.inference.image_input import load_image_array
 from fcis.visualize import draw_predictions
-
-from test_engine import tiny, tiny_builder  # noqa: F401 - the fixture registers a stand-in model
-from bad_input_corpus import (box_polygon, coco_json, corrupt_png_that_decodes, displayed, not_an_image, pattern,
-                              save_png16, save_with_orientation)
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 

@@ -132,8 +132,8 @@ def test_budget_json_round_trip():
 
 def _fake_pennfudan(root: Path, n: int = 6) -> Path:
     """A PennFudanPed-shaped folder: n 64×80 images with two rectangular 'pedestrians' each."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     src = root / "PennFudanPed"
     (src / "PNGImages").mkdir(parents=True)

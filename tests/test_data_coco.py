@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import uncompressed_rle
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from helpers import uncompressed_rle
 from fcis.data import CocoInstances, DataError, DataWarning, build_transforms, collate
 
 H, W = 20, 30

@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcis.engine import CheckpointError, TrainConfig, build_scheduler, load_checkpoint, load_model, save_checkpoint, train
+from fcis.engine import (
+    CheckpointError,
+    TrainConfig,
+    build_scheduler,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    train,
+)
 from fcis.engine import trainer as trainer_module
 from fcis.engine.checkpoint import get_rng_state, set_rng_state
 from fcis.engine.data import epoch_batches

@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import uncompressed_rle
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from helpers import uncompressed_rle
 from fcis.evaluation import (
     evaluate_coco,
     evaluate_results,

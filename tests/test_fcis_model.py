@@ -2,14 +2,13 @@
 
 import pytest
 import torch
+from helpers import assert_empty_image_trains, box_target
 from torchvision.models import resnet18
 
 from fcis.models import BUILDERS, FCISConfig, build_model, fcis_resnet18
 from fcis.models.fcis.losses import select_hard, select_random
 from fcis.models.fcis.mask_voting import masks_to_boxes_or_keep, vote_masks
 from fcis.models.mask_paste import paste_masks_in_frame
-
-from helpers import assert_empty_image_trains, box_target
 
 SMALL = dict(min_size=96, max_size=128, anchor_sizes=(16, 32, 64), rpn_pre_nms_top_n_test=500,
              rpn_post_nms_top_n_test=50, rpn_post_nms_top_n_train=50, ohem_rois=32)

@@ -3,12 +3,11 @@ without objects), builders and backbone weights, and a tiny run through the real
 
 import pytest
 import torch
+from helpers import assert_empty_image_trains, box_target
 from torchvision.models import resnet18
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from fcis.models import BUILDERS, MaskRCNN, MaskRCNNConfig, build_model, maskrcnn_resnet18_fpn
-
-from helpers import assert_empty_image_trains, box_target
 
 SMALL = dict(min_size=64, max_size=128, anchor_sizes=(8, 16, 32, 64, 128), rpn_pre_nms_top_n_test=200,
              rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50,

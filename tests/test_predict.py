@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_engine import tiny, tiny_builder  # noqa: F401 - the fixture registers the stand-in model
 
 from fcis.engine import InputError, save_checkpoint
 from fcis.inference import Predictor
 from fcis.visualize import draw_predictions
-from test_engine import tiny, tiny_builder  # noqa: F401 - the fixture registers the stand-in model
 
 
 @pytest.fixture

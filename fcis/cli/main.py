@@ -107,7 +107,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     data = CocoInstances(args.data, args.image_root)
     sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
     with torch.device("meta"):
-        mcfg = BUILDERS[args.model](num_classes=max(1, data.num_classes), **sizes).config
+        mcfg: Any = BUILDERS[args.model](num_classes=max(1, data.num_classes), **sizes).config
     report = inspect_dataset(data, mcfg, check_images=True)
     print(report.describe())
     fit = fit_for_model(args.model, mcfg, data.coco, given={})
@@ -616,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as e:  # e.g. torch missing in a deployment: only predict --onnx runs without it
         if args.debug or (e.name or "").split(".")[0] not in ("torch", "torchvision", "onnxruntime", "onnx"):
             raise
-        print(f"fcis: error: fcis {args.command} needs the {e.name.split('.')[0]} package, which is not "
+        print(f"fcis: error: fcis {args.command} needs the {(e.name or '').split('.')[0]} package, which is not "
               f"installed (without torch, only fcis predict --onnx runs)", file=sys.stderr)
         return 2
     except _user_errors() as e:

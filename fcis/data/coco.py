@@ -142,6 +142,7 @@ class CocoInstances(Dataset):
         path = self.image_path(index)
         array, reason = read_image(path)
         if array is None:
+            assert reason is not None  # read_image says why it read nothing
             self._bad_image(image_id, path, reason)
             return None
         h, w = info["height"], info["width"]

@@ -7,6 +7,7 @@ import math
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -27,7 +28,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Smooth random colour field plus faint stripes, ``float32[H, W, 3]`` in ~[0, 255]."""
     gh, gw = (int(v) for v in rng.integers(2, 6, size=2))
     grid = rng.integers(0, 256, size=(gh, gw, 3), dtype=np.uint8)
-    base = np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), dtype=np.float32)
+    base = np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
     theta, period, amp = rng.uniform(0, math.pi), rng.uniform(6, 30), rng.uniform(5, 20)
     yy, xx = _grid(h, w)
     stripes = amp * np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * (2 * math.pi / period))
@@ -130,7 +131,7 @@ def make_shapes(
     val_set = set(order[:n_val].tolist())
 
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
-    splits = {name: {"images": [], "annotations": [], "categories": categories} for name in ("train", "val")}
+    splits: dict[str, dict[str, Any]] = {name: {"images": [], "annotations": [], "categories": categories} for name in ("train", "val")}
     ann_id = 0
     for i in range(num_images):
         img_rng = np.random.default_rng([seed, i])

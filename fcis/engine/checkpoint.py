@@ -55,7 +55,7 @@ def _feed(h: "hashlib._Hash", obj: Any) -> None:
         t = obj.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # ndarray is a buffer
     elif isinstance(obj, dict):
         h.update(f"D{len(obj)};".encode())
         for key in sorted(obj, key=lambda k: (type(k).__name__, repr(k))):
@@ -237,7 +237,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def get_rng_state() -> dict[str, Any]:
     """States of Python's ``random``, NumPy's global generator, torch CPU and (if any) CUDA."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state = {
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),

@@ -82,7 +82,7 @@ class SeededSamples(Dataset):
         self.dataset, self.seed = dataset, seed
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]  # a sized Dataset
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
@@ -106,7 +106,7 @@ class _Keyed(Dataset):
         self.samples = samples
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples)  # type: ignore[arg-type]  # a sized Dataset
 
     def __getitem__(self, key):
         return key, self.samples[key]
@@ -142,8 +142,9 @@ class TrainStream:
                  rank: int = 0, world_size: int = 1) -> None:
         state = state or {}
         self.epoch, self.batch = int(state.get("epoch", 0)), int(state.get("batch", 0))
-        self.per_epoch = batches_per_epoch(len(dataset), batch_size * world_size)
-        sampler = ResumableBatchSampler(len(dataset), batch_size, seed, self.epoch, self.batch,
+        self.per_epoch = batches_per_epoch(len(dataset), batch_size * world_size)  # type: ignore[arg-type]
+        sampler = ResumableBatchSampler(len(dataset), batch_size,  # type: ignore[arg-type]
+                                        seed, self.epoch, self.batch,
                                         rank=rank, world_size=world_size)
         self.skipped: set[int] = set()
         self.loader = DataLoader(_Keyed(SeededSamples(dataset, seed)), batch_sampler=sampler, num_workers=workers,
@@ -151,7 +152,7 @@ class TrainStream:
                                  # its own generator: creating the iterator must not draw from
                                  # the global RNG, or a resumed run would diverge
                                  generator=torch.Generator().manual_seed(seed))
-        self._it = iter(self.loader)
+        self._it: Iterator[Any] | None = iter(self.loader)
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}

@@ -242,6 +242,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
+        assert self.num_batches_tracked is not None and self.running_mean is not None and self.running_var is not None
         self.num_batches_tracked.add_(1)
         momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
         unbiased = var * (count / max(count - 1.0, 1.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -58,7 +59,8 @@ def predict_dataset_with_skips(model: torch.nn.Module, dataset, device: str | to
     device = resolve_device(device)
     dtype = check_amp(amp, amp_dtype, device)
     mapping = dataset.label_to_cat_id if label_to_cat_id is None else label_to_cat_id
-    threshold = model.config.mask_threshold
+    model_config: Any = model.config
+    threshold = model_config.mask_threshold
     shard = dist_utils.is_distributed() if distributed is None else bool(distributed)
     rank, world = (dist_utils.rank(), dist_utils.world_size()) if shard else (0, 1)
     indices = list(range(rank, len(dataset), world))

@@ -37,7 +37,7 @@ class DataReport:
     per_class: dict[str, int]
     sizes: np.ndarray
     ratios: np.ndarray
-    input_size: tuple[int, int]               # (min_size, max_size)
+    input_size: tuple[int | None, int | None]  # (min_size, max_size)
     anchors: dict[str, Any]                   # the model's anchor fields
     coverage: float | None
     crowd: int = 0

@@ -135,7 +135,7 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
             chosen = {"optimizer": "adamw", "weight_decay": 5e-4, "warmup_factor": 0.1, "lr_steps": (0.75, 0.92),
                       "warmup_iters": scratch_warmup(iterations)}
     else:
-        spec = PAPER[cfg.recipe]
+        spec: dict[str, Any] = PAPER[cfg.recipe]
         if model_fields is not None and "ohem" not in model_fields:
             raise ValueError(f"recipe {cfg.recipe} is the FCIS paper's experiment: train an fcis_* model with it "
                              "(fcis_resnet101 for the paper's numbers)")
@@ -181,5 +181,6 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
     if values["optimizer"] != chosen["optimizer"]:
         notes.append(f"optimizer {values['optimizer']} given; the recipe's is {chosen['optimizer']}")
     resolved = dataclasses.replace(cfg, **values)
+    assert resolved.lr_steps is not None  # resolved above (given or from the recipe)
     values["lr_steps"] = tuple(resolved.lr_steps)
     return resolved, ResolvedRecipe(cfg.recipe, reason, values, model, sources, notes)

@@ -43,7 +43,7 @@ class RunLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # noqa: BLE001 - tensorboard not installed
-            SummaryWriter = None
+            SummaryWriter = None  # type: ignore[misc, assignment]
         if SummaryWriter is not None:
             self.tb = SummaryWriter(str(output_dir / "tb"), purge_step=start_iter or None)
 

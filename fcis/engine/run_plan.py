@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import torch
 
-from .anchor_fit import AnchorFit, fit_for_model
+from .anchor_fit import fit_for_model
 from .config import TrainConfig
-from .recipe import ResolvedRecipe, resolve_recipe
+from .recipe import resolve_recipe
 
 __all__ = ["RunPlan", "plan_fresh_run", "plan_resumed_run", "ANCHOR_FIELDS"]
 
@@ -96,5 +96,5 @@ def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:
     if cfg.unresolved():   # a checkpoint from before recipes: resolve the rest as a fresh run would
         cfg, _ = resolve_recipe(cfg, pretrained=bool(ckpt.get("model_config", {}).get("backbone_pretrained")),
                                 num_train_images=1)
-    record = {k: ckpt[k] for k in ("recipe", "anchors", "data") if k in ckpt}
+    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "anchors", "data") if k in ckpt}
     return RunPlan(cfg, {}, record)

@@ -13,6 +13,7 @@ from .config import TrainConfig
 def milestones(cfg: TrainConfig) -> list[int]:
     """Iterations (0-based) from which the rate is multiplied by ``gamma`` once more."""
     cfg.require_resolved("iterations", "warmup_iters", "warmup_factor", "lr_steps")
+    assert cfg.iterations is not None and cfg.lr_steps is not None
     return [int(round(f * cfg.iterations)) for f in cfg.lr_steps]
 
 
@@ -24,6 +25,7 @@ def lr_factor_fn(cfg: TrainConfig) -> Callable[[int], float]:
     """
     steps = milestones(cfg)
     warmup_iters, warmup_factor, gamma = cfg.warmup_iters, cfg.warmup_factor, cfg.gamma
+    assert warmup_iters is not None and warmup_factor is not None  # milestones() required them
 
     def factor(it: int) -> float:
         decay = gamma ** bisect.bisect_right(steps, it)

@@ -28,7 +28,8 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     model's learning-rate multipliers (``model.lr_multipliers()``: name -> factor, e.g. 3× on
     FCIS's ``conv_new_1``) as a ``lr_mult`` key that :func:`build_optimizer` applies."""
     cfg.require_resolved("weight_decay")
-    mults = model.lr_multipliers() if hasattr(model, "lr_multipliers") else {}
+    mults = model.lr_multipliers() if hasattr(model, "lr_multipliers") else {}  # type: ignore[operator]
+    assert cfg.weight_decay is not None
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -44,6 +45,7 @@ def build_optimizer(params: list[torch.nn.Parameter] | list[dict[str, Any]], cfg
     is a list of parameters or of groups from :func:`param_groups` (``lr_mult`` scales a group)."""
     cfg.require_resolved("optimizer", "weight_decay")
     lr = cfg.resolved_lr(world_size)
+    assert cfg.weight_decay is not None
     if params and isinstance(params[0], dict):
         params = [{**g, "lr": lr * g.get("lr_mult", 1.0)} for g in params]
     if cfg.optimizer == "adamw":

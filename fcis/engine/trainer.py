@@ -70,8 +70,14 @@ from ..evaluation.report import pct
 from ..json_io import write_json
 from . import distributed as dist_utils
 from .amp import check_amp, make_grad_scaler
-from .checkpoint import (build_from_checkpoint, get_rng_state, load_checkpoint, nonfinite_tensors, resolve_device,
-                         save_checkpoint)
+from .checkpoint import (
+    build_from_checkpoint,
+    get_rng_state,
+    load_checkpoint,
+    nonfinite_tensors,
+    resolve_device,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .data import TrainStream
 from .errors import CheckpointError, TrainingError
@@ -199,7 +205,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
     else:
         model = _build_model(BUILDERS, model_name, train_ds, train_json, cfg, model_overrides, weights_backbone)
     model.to(device).train()
-    mcfg = model.config
+    mcfg: Any = model.config
     train_ds.transforms = build_transforms(True, min_size=mcfg.min_size, max_size=mcfg.max_size,
                                            hflip_prob=cfg.hflip_prob)
     if val_ds is not None:
@@ -278,6 +284,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
 
     stream = TrainStream(train_ds, cfg.batch_size, cfg.seed, workers=cfg.workers, collate_fn=collate,
                          state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world)
+    assert cfg.iterations is not None  # resolved by the run plan
     bar = tqdm(total=cfg.iterations, initial=start_iter, desc="train", unit="it", dynamic_ncols=True,
                disable=not (progress and main))
     window: dict[str, list[float]] = defaultdict(list)
@@ -463,4 +470,5 @@ def _wrap_ddp(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) ->
                       if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                       else {"broadcast_buffers": False})
     return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None,
-                                   find_unused_parameters=cfg.find_unused_parameters, **no_buffer_sync)
+                                   find_unused_parameters=cfg.find_unused_parameters,
+                                   **no_buffer_sync)  # type: ignore[arg-type]  # bool keywords

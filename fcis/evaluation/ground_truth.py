@@ -11,6 +11,7 @@ import copy
 import io
 import os
 from collections.abc import Iterable
+from typing import TypeAlias
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -18,7 +19,7 @@ from pycocotools.coco import COCO
 
 __all__ = ["CocoLike", "load_coco_gt", "check_results", "results_to_rles", "scores_array"]
 
-CocoLike = COCO | str | os.PathLike | dict
+CocoLike: TypeAlias = COCO | str | os.PathLike | dict
 
 
 def _quiet():

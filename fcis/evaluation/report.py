@@ -12,8 +12,8 @@ from pathlib import Path
 from pycocotools.coco import COCO
 
 from ..json_io import write_json
-from .coco_eval import COCO_METRICS, evaluate_coco
 from .class_agnostic import collapse_categories
+from .coco_eval import COCO_METRICS, evaluate_coco
 from .ground_truth import CocoLike, load_coco_gt
 from .proposal_recall import mask_average_recall
 from .voc_eval import evaluate_voc

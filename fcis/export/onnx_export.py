@@ -79,6 +79,8 @@ class FCISOnnxGraph(nn.Module):
     boxes in the resized image's pixels.
     """
 
+    cell_anchors: Tensor  # a buffer, registered in __init__
+
     def __init__(self, model: FCIS) -> None:
         super().__init__()
         if not isinstance(model, FCIS):
@@ -256,6 +258,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, class_names: list[
     except Exception as e:  # noqa: BLE001 - the exporter raises many types; keep the cause chained
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ExportError(f"torch.onnx.export failed: {reason}") from e
+    assert program is not None  # dynamo=True returns the program
     proto = program.model_proto
     custom = {d: ops for d, ops in onnx_op_domains(proto).items() if d != "ai.onnx"}
     if custom:

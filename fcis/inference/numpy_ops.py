@@ -130,7 +130,8 @@ def _sample_weights(coord: np.ndarray, size: int) -> np.ndarray:
     w0 = (i0 + np.float32(1)) - ix
     i0 = i0.astype(np.int64)
     out = np.zeros(coord.shape + (size,), dtype=np.float32)
-    k, l = np.indices(coord.shape)
+    grid: np.ndarray = np.indices(coord.shape)
+    k, l = grid
     for idx, wt in ((i0, w0), (i0 + 1, w1)):
         ok = (idx >= 0) & (idx < size)
         out[k[ok], l[ok], idx[ok]] = wt[ok]
@@ -202,11 +203,13 @@ def voted_masks_in_frames(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_
     for n in range(len(kept_boxes)):
         c = int(kept_labels[n])
         if voting:
+            assert overlaps is not None
             members = np.nonzero((overlaps[n] >= np.float32(iou))
                                  & (cand_scores[:, c] > np.float32(min_score)))[0]
             if members.size == 0:                         # only possible with a degenerate box
                 members = np.array([int(np.argmax(overlaps[n]))])
         else:
+            assert kept_index is not None
             members = np.array([int(kept_index[n])])
         boxes = cand_boxes[members]
         frame = _frame(np.concatenate([boxes, kept_boxes[n:n + 1]]), height, width)

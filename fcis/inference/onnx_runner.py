@@ -28,8 +28,16 @@ import numpy as np
 from fcis.runtime.errors import InputError
 
 from .image_input import load_image_array
-from .numpy_ops import (batched_nms, box_iou, nms, paste_masks_in_frame, resize_bilinear, resized_size,
-                        vote_in_frame, voted_masks_in_frames)
+from .numpy_ops import (
+    batched_nms,
+    box_iou,
+    nms,
+    paste_masks_in_frame,
+    resize_bilinear,
+    resized_size,
+    vote_in_frame,
+    voted_masks_in_frames,
+)
 
 __all__ = ["OnnxPredictor", "load_image_array", "preprocess", "postprocess", "nms", "batched_nms", "box_iou",
            "paste_masks_in_frame", "vote_in_frame"]

@@ -59,7 +59,7 @@ class Predictor:
         self.class_names = ["object"] if getattr(model.config, "class_agnostic", False) else list(class_names)
         self.score_threshold = float(score_threshold)
         self.label_to_cat_id = dict(label_to_cat_id or {i + 1: i + 1 for i in range(len(self.class_names))})
-        self.mask_threshold = float(model.config.mask_threshold)
+        self.mask_threshold = float(model.config.mask_threshold)  # type: ignore[union-attr, arg-type]
         self.meta = meta or {}
 
     @classmethod
@@ -68,7 +68,7 @@ class Predictor:
         from fcis.engine.checkpoint import load_model  # checkpoints are the training engine's format
 
         model, meta = load_model(path, device)
-        names = meta["class_names"] or [str(i + 1) for i in range(model.config.num_classes)]
+        names = meta["class_names"] or [str(i + 1) for i in range(model.config.num_classes)]  # type: ignore[union-attr, arg-type]
         return cls(model, names, device=device, score_threshold=score_threshold,
                    label_to_cat_id=meta["label_to_cat_id"] or None, meta=meta, amp=amp, amp_dtype=amp_dtype)
 

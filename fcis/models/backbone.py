@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 __all__ = ["ResNetC4C5", "build_resnet", "load_backbone_weights", "BackboneWeights"]
 
-BackboneWeights = WeightsEnum | str | os.PathLike | None
+BackboneWeights: TypeAlias = WeightsEnum | str | os.PathLike | None
 
 _RESNETS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50,
             101: resnet.resnet101, 152: resnet.resnet152}
@@ -100,12 +101,13 @@ def _dilate_basic_layer4(layer: nn.Sequential, dilation: int = 2, previous: int 
     block gets stride 1, and every 3×3 conv of the stage ``dilation``, the first block's included
     (as the official FCIS's res5a); ``previous`` is unused, kept for callers. Any stage works
     (the name is historical). Shapes of the weights are unchanged, so ImageNet weights load."""
-    first = layer[0]
+    first: Any = layer[0]
     first.conv1.stride = (1, 1)
     if first.downsample is not None:
         first.downsample[0].stride = (1, 1)
     convs = [first.conv1, first.conv2] + [c for block in layer[1:] for c in (block.conv1, block.conv2)]
     for conv in convs:
+        assert isinstance(conv, nn.Conv2d)
         conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
 
 

@@ -23,4 +23,5 @@ def builder_config(config_cls: type[C], model: str, depth: int, num_classes: int
     if overrides.pop("depth", depth) != depth:
         raise ValueError(f"this builder makes a ResNet-{depth} {model}")
     pretrained = overrides.pop("backbone_pretrained", False) or weights_backbone is not None
-    return config_cls(num_classes=num_classes, depth=depth, backbone_pretrained=pretrained, **overrides)
+    return config_cls(num_classes=num_classes, depth=depth, backbone_pretrained=pretrained,  # type: ignore[call-arg]
+                      **overrides)

@@ -136,7 +136,7 @@ def windows_from_outputs(output: dict[str, Tensor]) -> list[MaskWindow]:
     ``detect_windows``; bounded memory needs ``detect_windows``."""
     masks = output["masks"]
     masks = masks[:, 0] if masks.ndim == 4 else masks
-    size = tuple(int(s) for s in masks.shape[-2:])
+    size = (int(masks.shape[-2]), int(masks.shape[-1]))
     out = []
     for k in range(len(output["scores"])):
         ys, xs = torch.nonzero(masks[k] > 0, as_tuple=True)
@@ -156,6 +156,6 @@ def detect_windows(model: torch.nn.Module, images: list[Tensor], *, score_thresh
     families: memory bounded by a box window, whatever the image size), else ``model(images)``
     cut into windows. The model must be in eval mode."""
     if hasattr(model, "detect_windows"):
-        return model.detect_windows(images, score_threshold=score_threshold)
+        return model.detect_windows(images, score_threshold=score_threshold)  # type: ignore[operator]
     outputs = model(images)
     return [iter([d for d in windows_from_outputs(o) if d.score >= score_threshold]) for o in outputs]

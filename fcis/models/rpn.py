@@ -67,6 +67,7 @@ class RPNHead(nn.Module):
         self.bbox_pred = nn.Conv2d(mid_channels, 4 * num_anchors, 1)
         for layer in (self.conv, self.cls_logits, self.bbox_pred):
             nn.init.normal_(layer.weight, std=0.01)
+            assert layer.bias is not None
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
@@ -92,5 +93,5 @@ def build_rpn(cfg, in_channels: int) -> RegionProposalNetwork:
         post_nms_top_n=dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
         nms_thresh=cfg.rpn_nms_iou,
     )
-    rpn.min_size = float(getattr(cfg, "rpn_min_size", rpn.min_size))  # proposals with a smaller side dropped
+    rpn.min_size = float(getattr(cfg, "rpn_min_size", rpn.min_size))  # type: ignore[arg-type]  # proposals with a smaller side dropped
     return rpn

@@ -105,7 +105,7 @@ class ModelBackend:
         scale = self.max_side / max(image.size)
         if scale < 1:
             small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                 Image.BILINEAR)
+                                 Image.Resampling.BILINEAR)
             pred = _scale_back(self.predictor.predict(small), small.size, image.size)
         else:
             pred = self.predictor.predict(image)
@@ -131,9 +131,9 @@ def _scale_back(pred: dict[str, Any], small: tuple[int, int], full: tuple[int, i
     """``pred`` of an image resized from ``full`` (W, H) to ``small``: boxes scaled, masks
     resized (nearest) to ``full``."""
     (w, h), (fw, fh) = small, full
-    boxes = np.asarray(pred["boxes"], dtype=np.float32).reshape(-1, 4) * np.float32([fw / w, fh / h, fw / w, fh / h])
+    boxes = np.asarray(pred["boxes"], dtype=np.float32).reshape(-1, 4) * np.array([fw / w, fh / h, fw / w, fh / h], dtype=np.float32)
     masks = np.asarray(pred["masks"]).astype(bool)
     big = np.zeros((len(masks), fh, fw), dtype=bool)
     for n, m in enumerate(masks):
-        big[n] = np.asarray(Image.fromarray(m).resize((fw, fh), Image.NEAREST))
+        big[n] = np.asarray(Image.fromarray(m).resize((fw, fh), Image.Resampling.NEAREST))
     return {**pred, "boxes": boxes, "masks": big}

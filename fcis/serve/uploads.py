@@ -51,8 +51,8 @@ def decode_upload(data: bytes, *, max_pixels: int, name: str = "upload") -> Imag
         raise UploadError(400, f"{name}: the image has no pixels ({width}x{height})")
     try:
         im.load()
-        im = ImageOps.exif_transpose(im)
-        return im.convert("RGB")
+        upright = ImageOps.exif_transpose(im)
+        return upright.convert("RGB")
     except Exception as e:  # noqa: BLE001 - truncated or corrupt pixel data
         raise UploadError(400, f"{name}: a {im.format} image of {width}x{height} that cannot be decoded "
                                f"({_first_line(e)})") from None

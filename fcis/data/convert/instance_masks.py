@@ -43,7 +43,8 @@ def convert_instance_masks(
     """
     out_json = Path(out_json)
     same_dir = os.path.abspath(image_dir) == os.path.abspath(mask_dir)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for path in list_images(image_dir):
         if same_dir and mask_suffix and path.stem.endswith(mask_suffix):
             continue

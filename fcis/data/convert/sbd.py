@@ -103,12 +103,13 @@ def convert_sbd(sbd_root: str | os.PathLike, out_json: str | os.PathLike, *, spl
     root = _dataset_dir(Path(sbd_root))
     list_path = Path(ids_file) if ids_file is not None else root / f"{split}.txt"
     if not list_path.is_file():
-        raise data_error(list_path, f"split list not found (the SBD release has train.txt and val.txt)")
+        raise data_error(list_path, "split list not found (the SBD release has train.txt and val.txt)")
     ids = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
     if not ids:
         raise data_error(list_path, "split list is empty")
     out_json = Path(out_json)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for name in ids:
         img_path = root / "img" / f"{name}.jpg"
         if not img_path.is_file():

@@ -79,7 +79,8 @@ def convert_via(
         data = data["_via_img_metadata"]
     if not isinstance(data, dict):
         raise data_error(via_json, f"not a VIA region file: top level is a {type(data).__name__}, expected an object")
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for image_id, (key, entry) in enumerate(data.items(), start=1):
         if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
             raise data_error(via_json, f"entry '{key}' has no 'filename'")

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import data_error
-from ._common import (file_name_for, image_record, image_size, list_images, polygon_problem, polygon_record,
-                      write_coco)
+from ._common import file_name_for, image_record, image_size, list_images, polygon_problem, polygon_record, write_coco
 
 _TOLERANCE = 0.01  # normalised coordinates may overshoot [0, 1] by this much (clipped)
 
@@ -52,7 +51,8 @@ def convert_yolo_seg(
     if not class_names or not all(isinstance(n, str) for n in class_names):
         raise ValueError(f"class_names must be a non-empty list of strings, got {class_names!r}")
     out_json = Path(out_json)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for image_id, path in enumerate(list_images(image_dir), start=1):
         width, height = image_size(path)
         images.append(image_record(image_id, file_name_for(path, out_json), width, height))

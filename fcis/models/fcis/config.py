@@ -129,9 +129,9 @@ class FCISConfig:
             raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
         self.anchor_sizes = tuple(self.anchor_sizes)
         self.aspect_ratios = tuple(self.aspect_ratios)
-        self.image_mean = tuple(self.image_mean)
-        self.image_std = tuple(self.image_std)
-        self.box_coder_weights = tuple(self.box_coder_weights)
+        self.image_mean = (*self.image_mean,)
+        self.image_std = (*self.image_std,)
+        self.box_coder_weights = (*self.box_coder_weights,)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

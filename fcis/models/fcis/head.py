@@ -98,6 +98,7 @@ class FCISHead(nn.Module):
         for layer in (self.reduce, self.inside_outside, self.boxes, self.detection):
             if layer is not None:
                 nn.init.normal_(layer.weight, std=0.01)
+                assert layer.bias is not None
                 nn.init.zeros_(layer.bias)
 
     def forward(self, c5: Tensor) -> ScoreMaps:

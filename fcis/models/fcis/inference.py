@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from .config import FCISConfig
 from ..mask_paste import MaskWindow, tight_window_box
+from .config import FCISConfig
 from .mask_voting import masks_to_boxes_or_keep, vote_masks, voted_windows
 
 __all__ = ["select_detections", "select_detection_windows"]

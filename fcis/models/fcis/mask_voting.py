@@ -69,10 +69,12 @@ def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, c
     for n in range(len(kept_boxes)):
         c = int(kept_labels[n])
         if voting:
+            assert overlaps is not None
             members = torch.nonzero((overlaps[n] >= iou) & (cand_scores[:, c] > min_score)).flatten()
             if members.numel() == 0:                      # only possible with a degenerate box
                 members = overlaps[n].argmax().view(1)
         else:
+            assert kept_index is not None  # voting=False needs the detections' own candidates
             members = kept_index[n].view(1)
         boxes = cand_boxes[members]
         frame = _frame(torch.cat([boxes, kept_boxes[n:n + 1]]), height, width)
@@ -85,6 +87,7 @@ def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, c
                 pasted = (pasted >= binarize).to(pasted.dtype)
             part = (weights[k:k + step, None, None] * pasted).sum(0)
             voted = part if voted is None else voted + part
+        assert voted is not None  # members is never empty
         yield n, frame, voted / weights.sum().clamp(min=1e-12)
 
 

@@ -49,7 +49,7 @@ class FCIS(nn.Module):
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         batch, targets = self.transform(images, targets)
         c4, c5 = self.backbone(batch.tensors)
         # Anchors and proposals take the features' dtype: keep them float32 under bf16/fp16 autocast.
@@ -65,7 +65,7 @@ class FCIS(nn.Module):
         """Eval-mode inference with bounded memory: per image, an iterator over its detections with
         ``score >= score_threshold`` (descending), each a :class:`~fcis.models.mask_paste.MaskWindow`
         (mask voted inside its box window only; same values as ``model(images)``'s masks)."""
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         batch, _ = self.transform(images)
         c4, c5 = self.backbone(batch.tensors)
         rpn_in = c4 if c4.dtype in (torch.float32, torch.float64) else c4.float()
@@ -76,7 +76,8 @@ class FCIS(nn.Module):
         for i, (size, original) in enumerate(zip(batch.image_sizes, original_sizes)):
             sel = torch.nonzero(rois[:, 0] == i).flatten()
             boxes = resize_boxes(rois[sel, 1:], size, original)
-            out.append(select_detection_windows(boxes, probs[sel], mask_probs.select(sel), original, self.config,
+            out.append(select_detection_windows(boxes, probs[sel], mask_probs.select(sel),  # type: ignore[arg-type]
+                                                original, self.config,
                                                 score_threshold))
         return out
 
@@ -94,7 +95,7 @@ class FCIS(nn.Module):
             with torch.no_grad():
                 losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets,
                                         masks, cfg.smooth_l1_beta)
-                total = sum(w * loss for w, loss in zip(weights, losses))
+                total: Tensor = sum(w * loss for w, loss in zip(weights, losses))  # type: ignore[assignment]
                 index = select_hard(total, t.rois[:, 0], cfg.ohem_rois)
         else:
             index = select_random(t.labels, t.rois[:, 0], cfg.ohem_rois, cfg.random_fg_fraction)
@@ -137,5 +138,7 @@ class FCIS(nn.Module):
         for i, (size, original) in enumerate(zip(image_sizes, original_sizes)):
             sel = torch.nonzero(rois[:, 0] == i).flatten()
             boxes = resize_boxes(rois[sel, 1:], size, original)
-            results.append(select_detections(boxes, probs[sel], mask_probs.select(sel), original, self.config))
+            # MaskProbs indexes like the (M, C+1, P, P) tensor the annotation names
+            results.append(select_detections(boxes, probs[sel], mask_probs.select(sel),  # type: ignore[arg-type]
+                                             original, self.config))
         return results

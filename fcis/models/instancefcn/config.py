@@ -116,8 +116,8 @@ class InstanceFCNConfig:
         if problems:
             raise ValueError("; ".join(problems))
         self.window_sizes = tuple(float(s) for s in self.window_sizes)
-        self.image_mean = tuple(self.image_mean)
-        self.image_std = tuple(self.image_std)
+        self.image_mean = (*self.image_mean,)
+        self.image_std = (*self.image_std,)
 
     @property
     def canonical_window(self) -> float:

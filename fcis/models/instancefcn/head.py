@@ -12,6 +12,7 @@ __all__ = ["InstanceBranch", "ObjectnessBranch"]
 def _init(*layers: nn.Conv2d) -> None:
     for layer in layers:
         nn.init.normal_(layer.weight, std=0.01)
+        assert layer.bias is not None
         nn.init.zeros_(layer.bias)
 
 

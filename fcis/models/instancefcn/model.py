@@ -46,7 +46,7 @@ class InstanceFCN(nn.Module):
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         batch, targets = self.transform(images, targets)
         features = self.backbone(batch.tensors)[1]
         maps, objectness = self.instance(features), self.objectness(features)
@@ -137,7 +137,7 @@ class InstanceFCN(nn.Module):
         ``score >= score_threshold`` (descending), each a :class:`~fcis.models.mask_paste.MaskWindow`
         (mask pasted in its window only; same values as ``model(images)``'s masks)."""
         cfg = self.config
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         batch, _ = self.transform(images)
         features = self.backbone(batch.tensors)[1]
         maps, objectness = self.instance(features), self.objectness(features)

@@ -71,9 +71,9 @@ class MaskRCNNConfig:
             raise ValueError(f"num_classes must be >= 1 foreground class, got {self.num_classes}")
         self.anchor_sizes = tuple(int(s) for s in self.anchor_sizes)
         self.aspect_ratios = tuple(float(r) for r in self.aspect_ratios)
-        self.image_mean = tuple(self.image_mean)
-        self.image_std = tuple(self.image_std)
-        self.bbox_reg_weights = tuple(float(w) for w in self.bbox_reg_weights)
+        self.image_mean = (*self.image_mean,)
+        self.image_std = (*self.image_std,)
+        self.bbox_reg_weights = tuple(float(w) for w in self.bbox_reg_weights)  # type: ignore[assignment]
         if len(self.anchor_sizes) != FPN_LEVELS:
             raise ValueError(f"anchor_sizes needs one size per FPN level ({FPN_LEVELS}: P2..P6), "
                              f"got {self.anchor_sizes}")

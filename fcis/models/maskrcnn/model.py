@@ -63,7 +63,7 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
         ``score >= score_threshold`` (descending), each a :class:`~fcis.models.mask_paste.MaskWindow`:
         the RoI heads' 28×28 mask taken before torchvision's transform pastes it into the whole
         image, pasted here into its box window only, exactly as ``paste_masks_in_image`` does."""
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         batch, _ = self.transform(images)
         features = self.backbone(batch.tensors)
         proposals, _ = self.rpn(batch, features)
