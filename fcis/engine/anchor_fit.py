@@ -63,7 +63,8 @@ class AnchorFit:
         if self.coverage < POOR_COVERAGE:
             text += (f"\nWARNING: only {100 * self.coverage:.1f}% of the training boxes have an anchor at the "
                      "RPN's positive IoU: the RPN will learn to propose the others poorly. Objects much "
-                     "smaller than ~3x the RPN's stride (16 px for FCIS) cannot reach IoU 0.7 on its grid; "
+                     "smaller than ~3x the RPN's stride (16 px for FCIS; 4-64 px by FPN level for Mask R-CNN) "
+                     "cannot reach IoU 0.7 on its grid; "
                      "check the box sizes (fcis inspect-data), enlarge the input (--min-size/--max-size) "
                      "or set anchors by hand (--set anchor_sizes=...).")
         return text + "".join(f"\n  note: {n}" for n in self.notes)

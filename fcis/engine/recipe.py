@@ -119,10 +119,12 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
             chosen = {"optimizer": "sgd", "weight_decay": 5e-4, "warmup_factor": 0.1, "lr_steps": (2 / 3,),
                       "warmup_iters": min(250, int(round(0.05 * iterations)))}
         else:
+            balanced = model_fields is None or "cls_loss_balance" in model_fields
             reason = ("the backbone starts from random weights: AdamW (lr 1e-3), warm-up 5% of the run, "
-                      "steps at 75% and 92%, FCIS's class loss balanced between foreground and background "
-                      "RoIs -- measured to learn far sooner from scratch than the paper's SGD and plain mean; "
-                      "pass --weights-backbone for the paper's recipe")
+                      "steps at 75% and 92%"
+                      + (", FCIS's class loss balanced between foreground and background RoIs" if balanced else "")
+                      + " -- measured to learn far sooner from scratch than the paper's SGD"
+                      + (" and plain mean" if balanced else "") + "; pass --weights-backbone for the paper's recipe")
             # Balanced class loss from scratch: segm AP 29.1 against 19.3 with the plain mean at 300
             # iterations (OHEM off instead: 26.4; benchmarks/DEFAULTS.md): the plain mean keeps
             # every foreground RoI classified as background for hundreds of iterations.
