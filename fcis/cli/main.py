@@ -139,8 +139,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from fcis.data import CocoInstances
         from fcis.engine import load_model
-        from fcis.engine.checkpoint import resolve_device
         from fcis.engine.evaluator import predict_dataset_with_skips
+        from fcis.runtime.device import resolve_device
 
         device = resolve_device(args.device)
         model, meta = load_model(args.weights, device)

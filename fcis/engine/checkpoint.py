@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcis.runtime.device import resolve_device
+
 from .errors import CheckpointError
 
 FORMAT = "fcis-checkpoint"
@@ -202,35 +204,26 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         raise CheckpointError(f"checkpoint {path} holds model {name!r}, which this fcis does not know "
                               f"(known: {', '.join(sorted(BUILDERS))})")
     model = build_from_checkpoint(BUILDERS, state, path)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit model {name!r}: "
-                              f"{str(e).splitlines()[0]}") from e
     model.to(resolve_device(device)).eval()
     return model, checkpoint_meta(state)
 
 
 def build_from_checkpoint(builders: dict[str, Any], state: dict[str, Any], path: str | os.PathLike) -> torch.nn.Module:
-    """``builders[model_name](**model_config)`` of a checkpoint; a config that the builder
-    refuses (the checkpoint of another model, or of another fcis version) is a
-    :class:`CheckpointError` naming ``path``."""
+    """``builders[model_name](**model_config)`` of a checkpoint with its weights loaded; a config
+    that the builder refuses or weights that do not fit (the checkpoint of another model, or of
+    another fcis version) are a :class:`CheckpointError` naming ``path``."""
     name = state["model_name"]
     try:
-        return builders[name](**dict(state["model_config"]))
+        model = builders[name](**dict(state["model_config"]))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: its model configuration does not fit model {name!r} "
                               f"({e}); was it written for another model or another fcis version?") from e
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None picks CUDA when available; a CUDA device without CUDA is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
-    return dev
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit model {name!r}: "
+                              f"{str(e).strip().splitlines()[0]}") from e
+    return model
 
 
 # --- random number generators -------------------------------------------------------------------

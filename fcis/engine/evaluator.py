@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import resolve_device
+from fcis.runtime.device import resolve_device
 
 
 def predict_dataset(model: torch.nn.Module, dataset, device: str | torch.device = "cpu", *,

@@ -196,12 +196,7 @@ def _train(model_name: str, train_json, val_json, output_dir: Path, cfg: TrainCo
 
     # The model (built before any RNG restore, so that a resume consumes the same draws).
     if ckpt is not None:
-        model = build_from_checkpoint(BUILDERS, ckpt, last_path)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{last_path}: its weights do not fit model {ckpt['model_name']!r}: "
-                                  f"{str(e).strip().splitlines()[0]}") from e
+        model = build_from_checkpoint(BUILDERS, ckpt, last_path)   # with its weights
     else:
         model = _build_model(BUILDERS, model_name, train_ds, train_json, cfg, model_overrides, weights_backbone)
     model.to(device).train()
