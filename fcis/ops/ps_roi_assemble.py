@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ps_roi_gather import assemble_by_gather
+from .ps_roi_gather import assemble_by_gather, roi_geometry, samples_per_bin
 from .ps_roi_pool_avg import ps_roi_pool_avg
 
 __all__ = ["ps_roi_assemble", "PSRoIAssemble", "boxes_to_rois"]
@@ -169,10 +169,7 @@ def ps_roi_assemble(
         return assemble_by_gather(input, rois, k, ph, pw, spatial_scale, sampling_ratio)
 
     with torch.no_grad():
-        x1 = rois[:, 1] * spatial_scale - 0.5
-        y1 = rois[:, 2] * spatial_scale - 0.5
-        roi_w = rois[:, 3] * spatial_scale - 0.5 - x1
-        roi_h = rois[:, 4] * spatial_scale - 0.5 - y1
+        x1, y1, roi_w, roi_h = roi_geometry(rois, spatial_scale)
         bin_w, bin_h = roi_w / pw, roi_h / ph
         table, inverse = _cell_tables(k, ph, pw, input.device)
     # (N, G, k², H, W) -> per image (k², G, H, W): position groups become grid_sample's batch.
@@ -185,12 +182,7 @@ def ps_roi_assemble(
         return values.view(num, g, ph, pw)
 
     with torch.no_grad():
-        if sampling_ratio > 0:
-            grid_h = torch.full((num,), sampling_ratio, dtype=torch.long, device=rois.device)
-            grid_w = grid_h
-        else:
-            grid_h = torch.ceil(roi_h / ph).long()
-            grid_w = torch.ceil(roi_w / pw).long()
+        grid_h, grid_w = samples_per_bin(roi_h, roi_w, ph, pw, sampling_ratio)
         batch = rois[:, 0].long()
         # One bucket per (image, grid_h, grid_w): every RoI in it has the same number of samples.
         key = torch.stack([batch, grid_h.clamp(min=0), grid_w.clamp(min=0)], dim=1)

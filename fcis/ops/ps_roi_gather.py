@@ -133,6 +133,23 @@ class _GatherRows(torch.autograd.Function):
         return grad_input, None, None, None
 
 
+def roi_geometry(rois: Tensor, spatial_scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """RoIAlign's (aligned=True) start corner and size in feature cells of (K, 5) ``rois``:
+    ``x1, y1, roi_w, roi_h``, each (K,)."""
+    x1 = rois[:, 1] * spatial_scale - 0.5
+    y1 = rois[:, 2] * spatial_scale - 0.5
+    return x1, y1, rois[:, 3] * spatial_scale - 0.5 - x1, rois[:, 4] * spatial_scale - 0.5 - y1
+
+
+def samples_per_bin(roi_h: Tensor, roi_w: Tensor, ph: int, pw: int, sampling_ratio: int) -> tuple[Tensor, Tensor]:
+    """RoIAlign's samples per bin and axis, (K,) int64 each: ``sampling_ratio``, or when it is
+    <= 0 the adaptive ``ceil(bin size)``."""
+    if sampling_ratio > 0:
+        grid_h = torch.full(roi_h.shape, sampling_ratio, dtype=torch.long, device=roi_h.device)
+        return grid_h, grid_h
+    return torch.ceil(roi_h / ph).long(), torch.ceil(roi_w / pw).long()
+
+
 def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, spatial_scale: float,
                        sampling_ratio: int) -> Tensor:
     """``ps_roi_assemble`` for (N, G·k², H, W) ``input`` and (K, 5) ``rois`` (float32 or float64
@@ -141,16 +158,8 @@ def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, sp
     g = c // (k * k)
     num = rois.shape[0]
     with torch.no_grad():
-        x1 = rois[:, 1] * spatial_scale - 0.5
-        y1 = rois[:, 2] * spatial_scale - 0.5
-        roi_w = rois[:, 3] * spatial_scale - 0.5 - x1
-        roi_h = rois[:, 4] * spatial_scale - 0.5 - y1
-        if sampling_ratio > 0:
-            grid_h = torch.full((num,), sampling_ratio, dtype=torch.long, device=rois.device)
-            grid_w = grid_h
-        else:
-            grid_h = torch.ceil(roi_h / ph).long()
-            grid_w = torch.ceil(roi_w / pw).long()
+        x1, y1, roi_w, roi_h = roi_geometry(rois, spatial_scale)
+        grid_h, grid_w = samples_per_bin(roi_h, roi_w, ph, pw, sampling_ratio)
         ys, wy = _axis_weights(y1, roi_h / ph, grid_h, ph, h)        # (K, ph, Ly)
         xs, wx = _axis_weights(x1, roi_w / pw, grid_w, pw, w)        # (K, pw, Lx)
         rows_i = torch.arange(ph, device=input.device) * k // ph
