@@ -21,7 +21,8 @@ import contextlib
 from typing import Any
 
 import torch
-from common import (
+
+from .common import (
     COCO_CLASSES,
     Budget,
     available,
