@@ -365,7 +365,7 @@ def _gpu(sec_: dict | None) -> str:
     if not sec_ or not sec_.get("available"):
         reason = (sec_ or {}).get("reason", "the GPU section was not run")
         return (f"No GPU was available to this run ({reason}); no GPU figure is reported. On a GPU machine: "
-                f"`python benchmarks/run.py --only gpu --out DIR`, then here `python benchmarks/run.py "
+                f"`python -m benchmarks.run --only gpu --out DIR`, then here `python -m benchmarks.run "
                 f"--report-only --merge DIR/results/results.json`.")
     m = sec_["machine"]
     h, w = sec_["image"]
@@ -484,7 +484,7 @@ def render(results: dict, plots: dict[str, str], reading: list[str] | None = Non
     if quick:
         lines += ["> **QUICK MODE — smoke run.** One repeat, a few training iterations, small RoI counts: "
                   "the numbers below only show that every section runs; they are not results. "
-                  "The real run is `python benchmarks/run.py` (without `--quick`).", ""]
+                  "The real run is `python -m benchmarks.run` (without `--quick`).", ""]
     dur = meta.get("duration_s")
     lines += [
         f"- Command: `{meta.get('command', '?')}`",
