@@ -118,7 +118,7 @@ def run(budget: Budget, device: str | None = None) -> dict[str, Any]:
         if not torch.cuda.is_available():
             return {"available": False, "reason": "torch.cuda.is_available() is False on this machine"}
         device = "cuda"
-    from latency import breakdown
+    from .latency import breakdown
 
     out: dict[str, Any] = {"available": True, "device": device, "machine": machine_info(),
                            "image": list(budget.gpu_image), "repeats": budget.gpu_repeats,
