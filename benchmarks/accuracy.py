@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import Budget, detections_override, log
+
+from .common import Budget, detections_override, log
 
 #: The FCIS paper's VOC 2012 val ablation (mAP^r at IoU 0.5, 0.7), docs/ARCHITECTURE.md §5.1. None: not in that table.
 PAPER_VOC = {
@@ -86,7 +87,7 @@ SPLIT_SEED = 0
 def default_data_root() -> Path:
     import os
 
-    from common import REPO
+    from .common import REPO
 
     return Path(os.environ.get("FCIS_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -9,24 +9,20 @@ sections are therefore 1-thread times with the other core busy (the report says 
 
 Worker mode (used by the parent; not meant to be called by hand)::
 
-    python benchmarks/accuracy_parallel.py BUDGET.json DATASET SECTIONS OUT.json WORK [DATA_ROOT]
+    python -m benchmarks.accuracy_parallel BUDGET.json DATASET SECTIONS OUT.json WORK [DATA_ROOT]
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from common import Budget, log  # noqa: E402
+from . import module_command, module_env
+from .common import Budget, log
 
 
 def should_run_parallel(budget: Budget, runner) -> list[str]:
@@ -45,17 +41,17 @@ def run(budget: Budget, sections: list[str], datasets: list[str], work: Path, da
     work.mkdir(parents=True, exist_ok=True)
     budget_file = work / "parallel_budget.json"
     budget_file.write_text(json.dumps(budget.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": str(budget.parallel_threads),
+    env = {**module_env(), "OMP_NUM_THREADS": str(budget.parallel_threads),
            "MKL_NUM_THREADS": str(budget.parallel_threads)}
     procs = {}
     for ds in datasets:
         out = work / f"parallel_{ds}.json"
         out.unlink(missing_ok=True)
-        cmd = [sys.executable, str(Path(__file__).resolve()), str(budget_file), ds, ",".join(sections), str(out),
-               str(work / f"parallel_{ds}")] + ([str(data_root)] if data_root is not None else [])
+        cmd = module_command("accuracy_parallel", str(budget_file), ds, ",".join(sections), str(out),
+                             str(work / f"parallel_{ds}")) + ([str(data_root)] if data_root is not None else [])
         log(f"accuracy: worker for {ds} started ({budget.parallel_threads} torch thread(s))")
         procs[ds] = (subprocess.Popen(cmd, env=env), out, time.perf_counter())
-    import accuracy
+    from . import accuracy
 
     # The sections' headers (settings, the paper's numbers) as this process would write them;
     # the workers fill in their datasets.
@@ -81,10 +77,11 @@ def run(budget: Budget, sections: list[str], datasets: list[str], work: Path, da
 
 
 def worker(argv: list[str]) -> int:
-    import accuracy
     import torch
 
     from fcis.json_io import jsonable
+
+    from . import accuracy
 
     budget_file, dataset, sections, out, work = argv[:5]
     data_root = Path(argv[5]) if len(argv) > 5 else None

@@ -6,7 +6,7 @@ the median of ``--repeats`` runs after ``--warmup`` runs, in fp32 and under AMP 
 process, with the ratio fp32 / AMP (above 1: AMP is faster) and the peak memory of each.
 Random weights, one 600x1000 image with three objects, 81 classes (COCO).
 
-    python benchmarks/amp_speed.py [--dtype bf16|fp16] [--repeats 10] [--warmup 3] [--json out.json]
+    python -m benchmarks.amp_speed [--dtype bf16|fp16] [--repeats 10] [--warmup 3] [--json out.json]
 
 Needs CUDA: without it the script says so and exits with status 2.
 """

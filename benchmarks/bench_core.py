@@ -7,7 +7,7 @@
    beside torchvision's maskrcnn_resnet50_fpn on the same image and targets. Random weights; both
    models keep 100 detections (Mask R-CNN's score threshold set to 0 so it does too).
 
-    python benchmarks/bench_core.py [--repeats 5] [--device cpu] [--json out.json]
+    python -m benchmarks.bench_core [--repeats 5] [--device cpu] [--json out.json]
 """
 
 from __future__ import annotations

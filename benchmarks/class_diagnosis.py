@@ -1,6 +1,6 @@
 """Where FCIS's classification loss comes from, on a trained checkpoint (issue 11, item 3).
 
-    python benchmarks/class_diagnosis.py CKPT VAL_JSON [--images 25]
+    python -m benchmarks.class_diagnosis CKPT VAL_JSON [--images 25]
 
 Runs the training-time RoI path (RPN proposals at the training counts + the GT boxes, labelled
 at ``roi_fg_iou``) on validation images without gradients and prints, averaged over images:

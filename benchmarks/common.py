@@ -224,13 +224,12 @@ def machine_info() -> dict[str, Any]:
 def available(name: str) -> bool:
     from fcis.models import BUILDERS
 
-    return name in BUILDERS or name == "maskrcnn_resnet50_fpn"
+    return name in BUILDERS
 
 
 def build(name: str, num_classes: int, budget: Budget | None = None, **overrides: Any) -> torch.nn.Module:
-    """``fcis.models.BUILDERS[name]`` with ``overrides`` (and ``budget.model_overrides[name]``);
-    for ``maskrcnn_resnet50_fpn`` without a builder there, torchvision's own model (random
-    weights) with the same keyword arguments."""
+    """``fcis.models.BUILDERS[name]`` with ``overrides`` (and ``budget.model_overrides[name]``): the
+    project's models, each with its typed ``config`` (FCIS, InstanceFCN, Mask R-CNN alike)."""
     from fcis.models import BUILDERS
 
     if budget is not None:
@@ -238,12 +237,6 @@ def build(name: str, num_classes: int, budget: Budget | None = None, **overrides
 
     if name in BUILDERS:
         return BUILDERS[name](num_classes=num_classes, **overrides)
-    if name == "maskrcnn_resnet50_fpn":
-        from torchvision.models.detection import maskrcnn_resnet50_fpn
-
-        model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes + 1, **overrides)
-        model.config = type("Config", (), {"mask_threshold": 0.5, **overrides})()
-        return model
     raise KeyError(f"model {name!r} is not available (not in fcis.models.BUILDERS)")
 
 

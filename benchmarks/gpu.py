@@ -11,8 +11,8 @@ GPU was available and the report says so (no figure is ever estimated).
   as section 3, SGD) of each of ``gpu_train_models`` (``fcis_resnet101``, ``maskrcnn_resnet50_fpn``)
   at the same image size: images/s and ``torch.cuda.max_memory_allocated`` growth, side by side.
 
-Run on its own with ``python benchmarks/run.py --only gpu --out DIR``; merge its JSON into the
-CPU run's report with ``python benchmarks/run.py --report-only --merge DIR/results/results.json``.
+Run on its own with ``python -m benchmarks.run --only gpu --out DIR``; merge its JSON into the
+CPU run's report with ``python -m benchmarks.run --report-only --merge DIR/results/results.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import contextlib
 from typing import Any
 
 import torch
-from common import (
+
+from .common import (
     COCO_CLASSES,
     Budget,
     available,
@@ -117,7 +118,7 @@ def run(budget: Budget, device: str | None = None) -> dict[str, Any]:
         if not torch.cuda.is_available():
             return {"available": False, "reason": "torch.cuda.is_available() is False on this machine"}
         device = "cuda"
-    from latency import breakdown
+    from .latency import breakdown
 
     out: dict[str, Any] = {"available": True, "device": device, "machine": machine_info(),
                            "image": list(budget.gpu_image), "repeats": budget.gpu_repeats,

@@ -5,21 +5,25 @@
 of each adjacent pair is taken and their median reported, which a shared machine's load swings
 move much less than two separate medians.
 
-    python benchmarks/interleaved_latency.py [PAIRS]     # default 5 pairs
+    python -m benchmarks.interleaved_latency [PAIRS]     # default 5 pairs (python benchmarks/interleaved_latency.py too)
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__" and not __package__:  # `python benchmarks/interleaved_latency.py`: run as the module
+    _path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.getenv("PYTHONPATH")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.interleaved_latency", *sys.argv[1:]],
+              {**os.environ, "PYTHONPATH": _path})
+
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import build, calibrate_bn, forced_detections_overrides, random_image  # noqa: E402
+from .common import build, calibrate_bn, forced_detections_overrides, random_image
 
 
 def main(pairs: int = 5) -> float:

@@ -24,7 +24,8 @@ import time
 from typing import Any
 
 import torch
-from common import (
+
+from .common import (
     Budget,
     available,
     build,

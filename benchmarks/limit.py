@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from common import Budget, available, build, calibrate_bn, forced_detections_overrides, log, random_image, timeit
 from torch.utils.flop_counter import FlopCounterMode
+
+from .common import Budget, available, build, calibrate_bn, forced_detections_overrides, log, random_image, timeit
 
 
 def count_flops(fn) -> int:

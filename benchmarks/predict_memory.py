@@ -2,7 +2,7 @@
 photo (a real photo upscaled, or a synthetic one without ../shared/data) and a checkpoint of a
 randomly initialised model. Prints the command to measure with ``/usr/bin/time -v``.
 
-    python benchmarks/predict_memory.py --out /tmp/predmem --size 8000 6000 --model fcis_resnet50
+    python -m benchmarks.predict_memory --out /tmp/predmem --size 8000 6000 --model fcis_resnet50
 """
 
 from __future__ import annotations

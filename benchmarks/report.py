@@ -1,7 +1,9 @@
-"""RESULTS.md and the PNG plots from the JSON of a run (``results/results.json``).
+"""RESULTS.md, as text, from the JSON of a run (``results/results.json``); the PNG plots it links
+are drawn by ``plots.py``.
 
-Everything here reads the JSON only, so a report can be rebuilt (``run.py --report-only``), with
-sections merged from another machine (``--merge``), without measuring anything again.
+Everything here reads the JSON only, so a report can be rebuilt (``python -m benchmarks.run
+--report-only``), with sections merged from another machine (``--merge``), without measuring
+anything again.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from accuracy import ABLATION_LABELS, PAPER_NOTES, PAPER_VOC, voc_pair
-from latency import FCIS_STAGES, MASKRCNN_STAGES
+from .accuracy import ABLATION_LABELS, PAPER_NOTES, PAPER_VOC, voc_pair
+from .latency import FCIS_STAGES, MASKRCNN_STAGES
 
 SECTION_TITLES = {
     "latency": "1. Inference latency (CPU, batch 1)",
@@ -363,7 +365,7 @@ def _gpu(sec_: dict | None) -> str:
     if not sec_ or not sec_.get("available"):
         reason = (sec_ or {}).get("reason", "the GPU section was not run")
         return (f"No GPU was available to this run ({reason}); no GPU figure is reported. On a GPU machine: "
-                f"`python benchmarks/run.py --only gpu --out DIR`, then here `python benchmarks/run.py "
+                f"`python -m benchmarks.run --only gpu --out DIR`, then here `python -m benchmarks.run "
                 f"--report-only --merge DIR/results/results.json`.")
     m = sec_["machine"]
     h, w = sec_["image"]
@@ -473,117 +475,6 @@ def summary(results: dict) -> list[str]:
     return out
 
 
-def make_plots(results: dict, folder: Path) -> dict[str, str]:
-    """PNG plots (matplotlib, Agg) into ``folder``; returns ``{key: path relative to the report}``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return {}
-    folder.mkdir(parents=True, exist_ok=True)
-    made: dict[str, str] = {}
-
-    def save(fig, key: str, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        made[key] = f"{folder.name}/{name}"
-
-    lat = results.get("latency")
-    if lat:
-        avail = [(n, m) for n, m in lat["models"].items() if m.get("available")]
-        if avail:
-            fig, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * len(avail)))
-            colours = plt.get_cmap("tab20").colors
-            labels_seen = set()
-            for i, (name, m) in enumerate(avail):
-                left = 0.0
-                for j, (stage, v) in enumerate(m["breakdown_s"].items()):
-                    label = stage if stage not in labels_seen else None
-                    labels_seen.add(stage)
-                    colour = colours[j % 20] if name.startswith("fcis") else colours[(j + 10) % 20]
-                    ax.barh(i, 1000 * v, left=left, color=colour, label=label)
-                    left += 1000 * v
-                ax.plot([1000 * m["end_to_end_s"]] * 2, [i - 0.4, i + 0.4], color="k", lw=2)
-            ax.set_yticks(range(len(avail)), [n for n, _ in avail])
-            ax.set_xlabel("ms (bars: stages; black line: end to end)")
-            ax.set_title(f"Inference latency, CPU, batch 1, {lat.get('detections_target', 100)} detections")
-            ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-            save(fig, "latency", "latency_breakdown.png")
-    roi = results.get("roi_scaling")
-    if roi:
-        n = roi["counts"]
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        ax.loglog(n, [1000 * roi["fcis"]["median_s"][str(k)] for k in n], "o-",
-                  label="FCIS assembling + scoring (1 pass)")
-        mr = roi.get("maskrcnn", {})
-        if mr.get("available"):
-            ax.loglog(n, [1000 * mr["box_median_s"][str(k)] for k in n], "s--", label="Mask R-CNN box head")
-            ax.loglog(n, [1000 * mr["mask_median_s"][str(k)] for k in n], "^--", label="Mask R-CNN mask head")
-            ax.loglog(n, [1000 * mr["total_median_s"][str(k)] for k in n], "d-", label="Mask R-CNN box + mask")
-        ax.set_xlabel("RoIs")
-        ax.set_ylabel("ms (median)")
-        ax.set_title("Per-RoI stage vs number of RoIs (CPU)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        save(fig, "roi", "roi_scaling.png")
-    acc = results.get("accuracy")
-    if acc and "datasets" in acc:
-        dsets = [(ds, d) for ds, d in acc["datasets"].items() if not d.get("skipped")]
-        if dsets:
-            fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)
-            metrics = [("segm", "AP", "mask AP"), ("voc", "mAP@0.5", "mAP^r@0.5"), ("voc", "mAP@0.7", "mAP^r@0.7"),
-                       ("ar", "AR@100", "AR@100")]
-            for ax, (ds, d) in zip(axes[0], dsets):
-                runs = [(k, r) for k, r in d["runs"].items() if r.get("metrics")]
-                width = 0.8 / max(len(runs), 1)
-                multi = len(d["info"].get("classes", [])) > 1
-                top = 1.0
-                for i, (_k, r) in enumerate(runs):
-                    agnostic = r.get("class_agnostic") and multi  # class-aware AP is not its metric
-                    vals = [math.nan if agnostic and t != "ar" else 100 * ((r["metrics"].get(t) or {}).get(key) or 0.0)
-                            for t, key, _ in metrics]
-                    top = max([top] + [v for v in vals if _ok(v)])
-                    ax.bar([x + i * width for x in range(len(metrics))], vals, width, label=r["model"])
-                ax.set_ylim(0, 1.15 * top)
-                ax.set_xticks([x + 0.4 - width / 2 for x in range(len(metrics))], [m[2] for m in metrics])
-                ax.set_title(f"{ds}: equal budget ({d['iterations']} it.)")
-                ax.set_ylabel("×100")
-                ax.legend(fontsize=8)
-            save(fig, "accuracy", "accuracy.png")
-            fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)
-            for ax, (ds, d) in zip(axes[0], dsets):
-                for r in d["runs"].values():
-                    if r.get("loss_curve"):
-                        xs, ys = zip(*r["loss_curve"])
-                        ax.plot(xs, ys, label=r["model"])
-                ax.set_yscale("log")
-                ax.set_xlabel("iteration")
-                ax.set_ylabel("training loss (window mean)")
-                ax.set_title(ds)
-                ax.legend(fontsize=8)
-            save(fig, "losses", "training_losses.png")
-    abl = results.get("ablation")
-    if abl and "datasets" in abl:
-        dsets = [(ds, d) for ds, d in abl["datasets"].items() if not d.get("skipped")]
-        if dsets:
-            fig, axes = plt.subplots(1, len(dsets), figsize=(5.5 * len(dsets), 4), squeeze=False)
-            for ax, (ds, d) in zip(axes[0], dsets):
-                keys = list(ABLATION_LABELS)
-                ours = [voc_pair(d["variants"].get(k, {})) for k in keys]
-                xs = range(len(keys))
-                ax.bar([x - 0.2 for x in xs], [o[0] or 0 for o in ours], 0.4, label="mAP^r@0.5")
-                ax.bar([x + 0.2 for x in xs], [o[1] or 0 for o in ours], 0.4, label="mAP^r@0.7")
-                ax.set_xticks(list(xs), ["joint", "k=1", "separate", "no OHEM", "no voting"], fontsize=8)
-                ax.set_ylim(0, 1.15 * max([1.0] + [v for o in ours for v in o if _ok(v)]))
-                ax.set_title(f"{ds}: FCIS ablation")
-                ax.legend(fontsize=8)
-            save(fig, "ablation", "ablation.png")
-    return made
-
-
 # --- the whole report ----------------------------------------------------------------------------
 
 def render(results: dict, plots: dict[str, str], reading: list[str] | None = None) -> str:
@@ -593,7 +484,7 @@ def render(results: dict, plots: dict[str, str], reading: list[str] | None = Non
     if quick:
         lines += ["> **QUICK MODE — smoke run.** One repeat, a few training iterations, small RoI counts: "
                   "the numbers below only show that every section runs; they are not results. "
-                  "The real run is `python benchmarks/run.py` (without `--quick`).", ""]
+                  "The real run is `python -m benchmarks.run` (without `--quick`).", ""]
     dur = meta.get("duration_s")
     lines += [
         f"- Command: `{meta.get('command', '?')}`",
@@ -667,9 +558,10 @@ def hand_reading(results: dict, folder: Path) -> list[str]:
     return ["", "## Reading (written by hand for this run)", ""] + text[1:]
 
 
-def write_report(results: dict, out_dir: Path) -> Path:
+def write_report(results: dict, out_dir: Path, plots: dict[str, str]) -> Path:
+    """Write ``out_dir/RESULTS.md``, linking ``plots`` (``{key: path relative to out_dir}``, as
+    ``plots.make_plots`` returns; ``{}`` for none)."""
     out_dir = Path(out_dir)
-    plots = make_plots(results, out_dir / "results")
     path = out_dir / "RESULTS.md"
     path.write_text(render(results, plots, reading=hand_reading(results, out_dir)))
     return path

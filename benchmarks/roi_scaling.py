@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from common import Budget, available, build, calibrate_bn, log, random_image, random_rois, ratio, timeit
+
+from .common import Budget, available, build, calibrate_bn, log, random_image, random_rois, ratio, timeit
 
 
 @torch.no_grad()

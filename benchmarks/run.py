@@ -1,10 +1,12 @@
 """Run every benchmark and write RESULTS.md, PNG plots and the raw JSON.
 
-    python benchmarks/run.py                      # full: 83 min measured on the quiet 2-core CPU
-    python benchmarks/run.py --quick              # smoke: every section, under 10 min, numbers meaningless
-    python benchmarks/run.py --only latency,roi   # some sections (updates an existing results.json)
-    python benchmarks/run.py --only gpu --out /tmp/gpu            # on a GPU machine
-    python benchmarks/run.py --report-only --merge /tmp/gpu/results/results.json   # merge + re-render
+    python -m benchmarks.run                      # full: 83 min measured on the quiet 2-core CPU
+    python -m benchmarks.run --quick              # smoke: every section, under 10 min, numbers meaningless
+    python -m benchmarks.run --only latency,roi   # some sections (updates an existing results.json)
+    python -m benchmarks.run --only gpu --out /tmp/gpu            # on a GPU machine
+    python -m benchmarks.run --report-only --merge /tmp/gpu/results/results.json   # merge + re-render
+
+(from the repository root; ``python benchmarks/run.py ...`` restarts itself as the module.)
 
 Writes ``OUT/RESULTS.md``, ``OUT/results/results.json`` and ``OUT/results/*.png`` (OUT defaults to
 this folder). Sections: latency, roi, throughput, accuracy, ablation, limit, gpu (see README.md).
@@ -26,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+if __name__ == "__main__" and not __package__:  # `python benchmarks/run.py`: run as `python -m benchmarks.run`
+    _path = os.pathsep.join(p for p in (str(HERE.parent), os.getenv("PYTHONPATH")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.run", *sys.argv[1:]], {**os.environ, "PYTHONPATH": _path})
 
-import torch  # noqa: E402
-from common import FULL, QUICK, Budget, log, machine_info  # noqa: E402
+import torch
 
-from fcis.json_io import jsonable  # noqa: E402
+from fcis.json_io import jsonable
+
+from .common import FULL, QUICK, Budget, log, machine_info
 
 #: CLI name -> results key, in run order (the training-heavy sections last).
 SECTIONS = {"latency": "latency", "roi": "roi_scaling", "limit": "limit", "throughput": "throughput",
@@ -42,13 +46,7 @@ SECTIONS = {"latency": "latency", "roi": "roi_scaling", "limit": "limit", "throu
 def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Path | None, strict: bool = False
                  ) -> tuple[dict[str, Any], dict[str, float]]:
     """Run the named sections; returns ``(results by key, seconds per section)``."""
-    import accuracy
-    import accuracy_parallel
-    import gpu
-    import latency
-    import limit
-    import roi_scaling
-    import training
+    from . import accuracy, accuracy_parallel, gpu, latency, limit, roi_scaling, training
 
     runner = accuracy.AccuracyRunner(budget, work, data_root)
     funcs = {
@@ -122,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     json_path = out / "results" / "results.json"
     given = argv if argv is not None else sys.argv[1:]
-    command = "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in given)
+    command = "python -m benchmarks.run" + "".join(" " + shlex.quote(a) for a in given)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
@@ -188,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(jsonable(results), indent=1) + "\n")
-    import report
+    from . import plots, report
 
-    md = report.write_report(jsonable(results), out)
+    results = jsonable(results)
+    md = report.write_report(results, out, plots.make_plots(results, out / "results"))
     log(f"wrote {md} and {json_path}")
     return 0
 

@@ -3,8 +3,8 @@
 server's own answer to the same image sent alone, and write p50/p95 latency, throughput and the
 server's resident memory before and after to ``benchmarks/SERVE.md``.
 
-    python benchmarks/serve_load.py                  # random-init fcis_resnet18: the tiny and the demo configuration
-    python benchmarks/serve_load.py --weights runs/demo/train/best.pt --images runs/demo/data/images
+    python -m benchmarks.serve_load                  # random-init fcis_resnet18: the tiny and the demo configuration
+    python -m benchmarks.serve_load --weights runs/demo/train/best.pt --images runs/demo/data/images
 
 Also imported by tests/test_serve_process.py (the server process, the client and the tiny model).
 """
@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"NOT ALL CORRECT; server log:\n{result['log']}", file=sys.stderr)
         sections += [f"### {label}", "", "| | |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in result["rows"]], ""]
 
-    cmdline = "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmdline = "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:])
     text = [
         "# `fcis serve` under load",
         "",

@@ -1,6 +1,6 @@
 """Section 3: training throughput (images/s) and peak memory, one fresh subprocess per model.
 
-Each model trains in its own Python process (``python benchmarks/training.py --worker SPEC``) on
+Each model trains in its own Python process (``python -m benchmarks.training --worker SPEC``) on
 the same random images and targets (three rectangles each), with SGD (momentum 0.9, weight decay
 5e-4, lr 1e-4 so that random weights stay finite), at the model's default configuration (FCIS:
 OHEM over the 300 proposals + GT; Mask R-CNN: torchvision's 512 sampled RoIs).
@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-HERE = Path(__file__).resolve().parent
 
 
 def _status_kib(key: str) -> int | None:
@@ -51,7 +48,8 @@ def _reset_hwm() -> bool:
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from common import build, random_image, synthetic_target, timeit
+
+    from .common import build, random_image, synthetic_target, timeit
 
     torch.set_flush_denormal(True)
     if spec.get("threads"):
@@ -96,7 +94,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(budget, device: str = "cpu") -> dict[str, Any]:
-    from common import available, log, pick, ratio
+    from . import module_command, module_env
+    from .common import available, log, pick, ratio
 
     out: dict[str, Any] = {"image": list(budget.throughput_image), "batch": budget.throughput_batch,
                            "steps": budget.throughput_steps, "warmup": budget.warmup,
@@ -110,8 +109,8 @@ def run(budget, device: str = "cpu") -> dict[str, Any]:
                 "steps": budget.throughput_steps, "warmup": budget.warmup, "num_classes": budget.num_classes,
                 "overrides": budget.model_overrides.get(name, {}), "threads": budget.threads}
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / "training.py"), "--worker", json.dumps(spec)],
-                              capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run(module_command("training", "--worker", json.dumps(spec)),
+                              capture_output=True, text=True, env={**module_env(), "PYTHONWARNINGS": "ignore"})
         if proc.returncode != 0:
             out["models"][name] = {"available": True, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
             continue
@@ -131,7 +130,6 @@ def run(budget, device: str = "cpu") -> dict[str, Any]:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        sys.path.insert(0, str(HERE))
         print(json.dumps(worker(json.loads(sys.argv[2]))))
     else:
-        raise SystemExit("usage: training.py --worker SPEC_JSON (run by benchmarks/run.py)")
+        raise SystemExit("usage: python -m benchmarks.training --worker SPEC_JSON (run by benchmarks.run)")

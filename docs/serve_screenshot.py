@@ -15,11 +15,12 @@ from pathlib import Path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))  # the benchmarks package (run as a file, this script's folder is docs/)
 sys.path.insert(0, str(REPO / "tests"))
 
-from serve_load import ServerProcess  # noqa: E402
 from test_serve_process import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM  # noqa: E402
+
+from benchmarks.serve_load import ServerProcess  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark harness (benchmarks/run.py): every section at toy sizes (ResNet-18
+"""Smoke test of the benchmark harness (benchmarks.run): every section at toy sizes (ResNet-18
 models, 64-128 px images, 1 repeat, 1 training iteration), the report with all its sections, the
 JSON and the plots. No timing is asserted."""
 
@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import common  # noqa: E402
-import gpu  # noqa: E402
-import run  # noqa: E402
+from benchmarks import common, gpu, run
 
 TINY = dataclasses.replace(
     common.QUICK, repeats=1, warmup=0, num_classes=3,
@@ -98,7 +92,7 @@ def test_budget_overrides_and_unknown_field():
 
 
 def test_ablation_reading_from_numbers():
-    import report
+    from benchmarks import report
 
     def rec(a, b):
         return {"metrics": {"voc": {"mAP@0.5": a / 100, "mAP@0.7": b / 100}}}
@@ -112,7 +106,7 @@ def test_ablation_reading_from_numbers():
 
 @pytest.mark.data
 def test_pennfudan_split_is_fixed(tmp_path, shared_data):
-    import accuracy
+    from benchmarks import accuracy
 
     b = dataclasses.replace(common.QUICK, penn_val_limit=0)
     first = accuracy.prepare_pennfudan(b, tmp_path / "a", shared_data)
@@ -176,7 +170,7 @@ def test_datasets_train_side_by_side(tmp_path):
 
 
 def test_hand_reading_shown_only_for_its_run(tmp_path):
-    import report
+    from benchmarks import report
 
     results = {"meta": {"started": "2026-01-02T03:04:05+00:00"}}
     assert report.hand_reading(results, tmp_path) == []  # no READING.md

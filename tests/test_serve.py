@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,13 +21,11 @@ with warnings.catch_warnings():  # starlette's note that its test client will mo
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
+from serve_helpers import bad_uploads, jpeg_bytes, random_photo  # noqa: E402
 
+from benchmarks.serve_load import CAT_IDS, NAMES, tiny_checkpoint  # noqa: E402
 from fcis.cli.main import main  # noqa: E402
 from fcis.serve import ModelBackend, ServeConfig, create_app  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from serve_helpers import bad_uploads, jpeg_bytes, random_photo  # noqa: E402
-from serve_load import CAT_IDS, NAMES, tiny_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

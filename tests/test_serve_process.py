@@ -8,9 +8,7 @@ import io
 import json
 import os
 import shutil
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,12 +19,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from pycocotools import mask as mask_utils  # noqa: E402
-
-from fcis.data import make_shapes  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from serve_helpers import bad_uploads, jpeg_bytes  # noqa: E402
-from serve_load import ServerProcess, post_image, run_load, tiny_checkpoint, without_time  # noqa: E402
+
+from benchmarks.serve_load import ServerProcess, post_image, run_load, tiny_checkpoint, without_time  # noqa: E402
+from fcis.data import make_shapes  # noqa: E402
 
 CHROMIUM = os.environ.get("FCIS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("FCIS_CHROMEDRIVER", "/usr/bin/chromedriver")
