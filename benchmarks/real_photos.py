@@ -1,7 +1,7 @@
 """Issue 11 on real photos: the bare ``fcis train`` against the defaults it replaced, equal iterations.
 
-    python benchmarks/real_photos.py --out /tmp/real --iterations 300          # both datasets
-    python benchmarks/real_photos.py --out /tmp/real --datasets balloon         # one
+    python -m benchmarks.real_photos --out /tmp/real --iterations 300          # both datasets
+    python -m benchmarks.real_photos --out /tmp/real --datasets balloon         # one
 
 For each dataset (PennFudanPed: the benchmarks' fixed 130/40 split; balloon: its own train/val)
 two runs of ``fcis train`` from random weights, through the CLI exactly as a user types it:
