@@ -104,3 +104,19 @@ def test_settings_given_as_flags_reach_config_json(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--momentum 0.7" in err and "0.8" in err and "last.pt" in err
     assert main([*argv, "--resume", "--momentum", "0.8"]) == 0
+
+
+def test_train_flags_build_without_torch(tmp_path):
+    """The flags come from TrainConfig, which imports without torch: the parser (built for every
+    command, also ``fcis predict --onnx`` in a deployment) needs no torch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "tests" / "no_torch"), str(repo)])}
+    run = subprocess.run([sys.executable, "-m", "fcis", "train", "--help"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "--momentum" in run.stdout and "--sync-bn, --no-sync-bn" in run.stdout
