@@ -59,20 +59,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fcis.engine import TrainConfig, train
     from fcis.evaluation import format_metrics_table
 
-    fields = {"iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr,
-              "optimizer": args.optimizer,
-              "min_size": args.min_size, "max_size": args.max_size, "device": args.device,
-              "workers": args.workers, "seed": args.seed, "eval_every": args.eval_every,
-              "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
-              "on_bad_sample": args.on_bad_sample, "warmup_iters": args.warmup_iters,
-              "clip_grad_norm": args.clip_grad_norm, "hflip_prob": args.hflip_prob,
-              "amp": args.amp or None, "amp_dtype": args.amp_dtype if args.amp else None,
-              "find_unused_parameters": args.find_unused_parameters or None,
-              # recipe and anchors (fcis.engine.recipe, fcis.engine.anchor_fit): unset values are the recipe's
-              "recipe": args.recipe, "anchors": args.anchors, "allow_random_init": args.allow_random_init or None,
-              "weight_decay": args.weight_decay, "warmup_factor": args.warmup_factor,
-              "lr_steps": tuple(args.lr_steps) if args.lr_steps else None}
-    given = {k: v for k, v in fields.items() if v is not None}  # on --resume the rest comes from last.pt
+    from .config_flags import given_fields
+
+    given = given_fields(args, TrainConfig)  # the flags given; on --resume the rest comes from last.pt
     cfg = TrainConfig(**given)
     summary = train(args.model, args.train, args.val, args.output, cfg, model_overrides=_parse_set(args.set),
                     resume=args.resume, image_root=args.image_root,
@@ -398,47 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val", metavar="JSON", help="COCO instances JSON of the validation set")
     t.add_argument("--output", required=True, metavar="DIR", help="checkpoints and logs go here")
     t.add_argument("--image-root", metavar="DIR", help="image folder (default: each JSON's folder)")
-    t.add_argument("--iterations", type=int)
-    t.add_argument("--batch-size", type=int, help="images per step and process")
-    t.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: the recipe's (sgd with ImageNet weights, adamw from random weights)")
-    t.add_argument("--lr", type=float,
-                   help="learning rate (default: sgd 5e-4 x images per step across processes; adamw 1e-3)")
-    t.add_argument("--warmup-iters", type=int)
-    t.add_argument("--min-size", type=int, help="short side of the network input")
-    t.add_argument("--max-size", type=int, help="long side limit of the network input")
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default)")
-    t.add_argument("--workers", type=int, help="DataLoader workers")
-    t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if OUTPUT/last.pt exists")
-    t.add_argument("--eval-every", type=int, help="validate every N iterations (default: at the end)")
-    t.add_argument("--checkpoint-every", type=int)
-    t.add_argument("--log-every", type=int)
-    t.add_argument("--clip-grad-norm", type=float)
-    t.add_argument("--on-bad-sample", choices=("skip", "raise"))
-    t.add_argument("--hflip-prob", type=float, help="probability of the horizontal flip augmentation (0.5)")
-    _amp_args(t)
-    t.add_argument("--find-unused-parameters", action="store_true",
-                   help="distributed: DDP's find_unused_parameters (for models where some parameters "
-                        "get no gradient in a step; not needed by the models here)")
     t.add_argument("--weights-backbone", metavar="ENUM_NAME_OR_PATH",
                    help="ImageNet weights: torchvision enum name (ResNet50_Weights.IMAGENET1K_V1) or a file")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model config override, e.g. --set anchor_sizes='(32, 64, 128)' (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # recipe and anchors: every value unset above is chosen by the recipe and printed at the start
-    t.add_argument("--recipe", choices=("auto", "paper-coco", "paper-voc"),
-                   help="auto (default): the paper's SGD with --weights-backbone, AdamW from random weights; "
-                        "paper-coco / paper-voc: the official experiment (needs ImageNet weights)")
-    t.add_argument("--anchors", choices=("fit", "paper"),
-                   help="fit (default): anchor sizes and ratios fitted to the training boxes; paper: the model's "
-                        "defaults (--set anchor_sizes=... overrides either)")
-    t.add_argument("--allow-random-init", action="store_true",
-                   help="let a paper-* recipe run without ImageNet weights (it will not reproduce the paper)")
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--warmup-factor", type=float, help="warm-up starts at lr x this (0.1)")
-    t.add_argument("--lr-steps", type=float, nargs="+", metavar="FRACTION",
-                   help="fractions of the run at which the rate is multiplied by 0.1")
+    # one flag per TrainConfig field (fcis/cli/config_flags.py): --iterations, --lr, --momentum,
+    # --sync-bn/--no-sync-bn, ...; unset ones are the recipe's (printed at the start) or the defaults
+    from fcis.engine.config import TrainConfig
+
+    from .config_flags import add_config_flags
+
+    add_config_flags(t.add_argument_group("training settings (fields of fcis.engine.TrainConfig)"), TrainConfig)
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("inspect-data", help="summarise a COCO dataset as a model will see it (+ PNG)",

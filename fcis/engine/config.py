@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config_io import dataclass_from_dict
@@ -11,6 +11,13 @@ from ..config_io import dataclass_from_dict
 #: Learning rate per image of a step (the paper: 5e-4). The default ``lr`` of a run is this times
 #: the number of images per step (``batch_size`` x processes), i.e. the linear scaling rule.
 BASE_LR_PER_IMAGE = 5e-4
+
+
+def _field(default: Any, help: str, **flag: Any) -> Any:
+    """A :class:`TrainConfig` field with its documentation, ``help``, in its metadata; ``fcis
+    train`` generates one flag per field from them (:mod:`fcis.cli.config_flags`), with the
+    ``flag`` options (``choices``, ``metavar``; ``cli=False`` keeps a field off the command line)."""
+    return field(default=default, metadata={"help": help, **flag})
 
 
 @dataclass
@@ -42,42 +49,54 @@ class TrainConfig:
     # Fields left None are chosen by the recipe (fcis.engine.recipe) when training starts: "auto"
     # picks by how the network starts (ImageNet weights: the paper's SGD; random: AdamW), the
     # named recipes ("paper-coco", "paper-voc") resolve the official experiments. A value given
-    # here always wins over the recipe's.
-    recipe: str = "auto"
-    anchors: str = "fit"                    # "fit" anchors to the training boxes, or keep the "paper"'s
-    allow_random_init: bool = False         # let a paper-* recipe run without ImageNet weights
-    iterations: int | None = None
-    batch_size: int = 1                     # images per step and process
-    lr: float | None = None                 # None: the recipe's (SGD: BASE_LR_PER_IMAGE x images per step)
-    optimizer: str | None = None            # "sgd" (the paper's) or "adamw"; momentum is SGD's
-    momentum: float = 0.9
-    weight_decay: float | None = None       # the recipe's (the paper's 5e-4)
-    bias_weight_decay: bool = False         # official (MXNet): no weight decay on biases
-    warmup_iters: int | None = None
-    warmup_factor: float | None = None      # warm-up starts at lr x warmup_factor
-    lr_steps: tuple[float, ...] | None = None
-    gamma: float = 0.1
-    clip_grad_norm: float | None = None     # max L2 norm of all gradients; None = no clipping
-    max_nonfinite: int = 10                 # stop after this many consecutive NaN/inf losses
+    # here always wins over the recipe's. Each field's help is also its `fcis train` flag's.
+    recipe: str = _field("auto", "auto: the paper's SGD with --weights-backbone, AdamW from random weights; "
+                         "paper-coco / paper-voc: the official experiment (needs ImageNet weights)",
+                         choices=("auto", "paper-coco", "paper-voc"))
+    anchors: str = _field("fit", "fit: anchor sizes and ratios fitted to the training boxes; paper: the model's "
+                          "defaults (--set anchor_sizes=... overrides either)", choices=("fit", "paper"))
+    allow_random_init: bool = _field(False, "let a paper-* recipe run without ImageNet weights (it will not "
+                                     "reproduce the paper)")
+    iterations: int | None = _field(None, "training iterations (optimizer steps; default: the recipe's)")
+    batch_size: int = _field(1, "images per step and process")
+    lr: float | None = _field(None, "learning rate (default: sgd 5e-4 x images per step across processes; "
+                              "adamw 1e-3)")
+    optimizer: str | None = _field(None, "default: the recipe's (sgd with ImageNet weights, adamw from random "
+                                   "weights)", choices=("sgd", "adamw"))
+    momentum: float = _field(0.9, "SGD's momentum")
+    weight_decay: float | None = _field(None, "weight decay (default: the recipe's, the paper's 5e-4)")
+    bias_weight_decay: bool = _field(False, "weight decay on biases too (the official MXNet code has none)")
+    warmup_iters: int | None = _field(None, "iterations of the linear warm-up (default: the recipe's)")
+    warmup_factor: float | None = _field(None, "warm-up starts at lr x this (default: the recipe's, 0.1)")
+    lr_steps: tuple[float, ...] | None = _field(None, "fractions of the run at which the rate is multiplied by "
+                                                "--gamma (default: the recipe's)", metavar="FRACTION")
+    gamma: float = _field(0.1, "factor of the rate at each of --lr-steps")
+    clip_grad_norm: float | None = _field(None, "clip the L2 norm of all gradients to this (default: no "
+                                          "clipping)")
+    max_nonfinite: int = _field(10, "stop after this many consecutive NaN/inf losses")
 
-    device: str = "auto"                    # "cpu", "cuda", "cuda:1", or "auto"
-    workers: int = 2                        # DataLoader worker processes (0 = main process)
-    seed: int = 0
+    device: str = _field("auto", "cpu, cuda, cuda:N or auto")
+    workers: int = _field(2, "DataLoader worker processes (0: the main process)")
+    seed: int = _field(0, "seed of the initialisation, the data order and the augmentation")
 
-    eval_every: int = 0                     # validate every N iterations (0: only at the end)
-    checkpoint_every: int = 1000            # write last.pt every N iterations (and at the end)
-    log_every: int = 20                     # a log.jsonl line every N iterations
+    eval_every: int = _field(0, "validate every N iterations (0: only at the end)")
+    checkpoint_every: int = _field(1000, "write last.pt every N iterations (and at the end)")
+    log_every: int = _field(20, "a log.jsonl line every N iterations")
 
-    on_bad_sample: str = "skip"             # "skip" unreadable images, or "raise"
-    hflip_prob: float = 0.5
+    on_bad_sample: str = _field("skip", "skip unreadable images (named in summary.json), or raise",
+                                choices=("skip", "raise"))
+    hflip_prob: float = _field(0.5, "probability of the horizontal flip augmentation")
     # Input size: None keeps the model's own default; set, it goes to the model and transforms.
-    min_size: int | None = None
-    max_size: int | None = None
+    min_size: int | None = _field(None, "short side of the network input (default: the model's)")
+    max_size: int | None = _field(None, "long side limit of the network input (default: the model's)")
 
-    amp: bool = False                       # mixed precision (torch.autocast)
-    amp_dtype: str = "bf16"                 # "bf16" or "fp16" (fp16: CUDA only, with a GradScaler)
-    sync_bn: bool = True                    # distributed: trainable BatchNorm -> synchronised BatchNorm
-    find_unused_parameters: bool = False    # distributed: DDP's option (see the class docstring)
+    amp: bool = _field(False, "mixed precision (torch.autocast); CUDA: bf16 or fp16, CPU: bf16 only")
+    amp_dtype: str = _field("bf16", "autocast dtype with --amp (fp16 trains with loss scaling; CUDA only)",
+                            choices=("bf16", "fp16"))
+    sync_bn: bool = _field(True, "distributed: trainable BatchNorm -> synchronised BatchNorm")
+    find_unused_parameters: bool = _field(False, "distributed: DDP's find_unused_parameters (for models where "
+                                          "some parameters get no gradient in a step; not needed by the "
+                                          "models here)")
 
     def __post_init__(self) -> None:
         if self.lr_steps is not None:
