@@ -13,7 +13,7 @@ once when training starts.
   with SGD (lr 0.02, momentum 0.9); see benchmarks/DEFAULTS.md.
 
 ``paper-coco`` and ``paper-voc`` resolve the official experiments (msracver/FCIS, see
-docs/OFFICIAL-CODE.md): iterations from epochs x the flip-doubled dataset / images per step
+docs/REPRODUCING.md, "What the recipes set"): iterations from epochs x the flip-doubled dataset / images per step
 (batch size x processes), LR steps, warm-up, OHEM or not, anchors, input size and flip. They
 need ImageNet weights; without them the run stops and says so, unless ``allow_random_init``.
 
@@ -37,7 +37,7 @@ RECIPES = ("auto", "paper-coco", "paper-voc")
 ADAMW_LR = 1e-3
 DEFAULT_ITERATIONS = 30000
 
-#: The official experiments (docs/OFFICIAL-CODE.md rows 6, 7, 12-14). ``model`` fields are applied
+#: The official experiments (docs/REPRODUCING.md, "What the recipes set"). ``model`` fields are applied
 #: when the model's config has them; the others are recorded in the notes.
 PAPER = {
     "paper-coco": {
