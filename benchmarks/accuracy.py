@@ -71,13 +71,13 @@ FAMILY_OVERRIDES = {
         "fcis": {"anchor_sizes": (16, 32, 64, 128), "rpn_pre_nms_top_n_test": 1000},
         # one size per FPN level P2..P6: torchvision's (32..512) halved; 128 sampled RoIs per
         # image as FCIS's OHEM keeps 128 (and Detectron2's small-dataset setting), not 512
-        "maskrcnn": {"anchor_sizes": (16, 32, 64, 128, 256), "box_batch_size_per_image": 128},
+        "maskrcnn": {"anchor_sizes": (16, 32, 64, 128, 256), "roi_batch_size_per_image": 128},
         "instancefcn": {},
     },
     "pennfudan": {
         # pedestrians of about 40..300 px tall at short side 320
         "fcis": {"anchor_sizes": (32, 64, 128, 256)},
-        "maskrcnn": {"box_batch_size_per_image": 128},  # anchors: torchvision's (32, 64, 128, 256, 512)
+        "maskrcnn": {"roi_batch_size_per_image": 128},  # anchors: torchvision's (32, 64, 128, 256, 512)
         "instancefcn": {},
     },
 }
@@ -274,7 +274,7 @@ class AccuracyRunner:
         })
         log(f"accuracy: evaluating {key} on {dataset}")
         model, _ = load_model(summary["last_checkpoint"], "cpu")
-        record["class_agnostic"] = bool(getattr(model.config, "class_agnostic", False))
+        record["class_agnostic"] = model.config.class_agnostic
         record.update(evaluate(model, data["val"]))
         self._runs[(dataset, key)] = record
         return record

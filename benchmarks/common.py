@@ -242,18 +242,14 @@ def build(name: str, num_classes: int, budget: Budget | None = None, **overrides
 
 def detections_override(name: str, n: int) -> dict[str, Any]:
     """The config field that caps the detections per image of model ``name`` set to ``n``."""
-    if name.startswith("maskrcnn"):
-        return {"box_detections_per_img": n}
     return {"detections_per_img": n}
 
 
 def forced_detections_overrides(name: str, n: int = 100) -> dict[str, Any]:
     """Settings under which a random-weight model keeps exactly ``n`` detections: no score
     threshold, and the cap at ``n`` (100 is every model's default)."""
-    if name.startswith("fcis"):
+    if name.startswith(("fcis", "maskrcnn")):
         return {"score_thresh": 0.0, **({} if n == 100 else detections_override(name, n))}
-    if name.startswith("maskrcnn"):
-        return {"box_score_thresh": 0.0, **({} if n == 100 else detections_override(name, n))}
     return {}
 
 

@@ -141,8 +141,8 @@ def test_polygon_entirely_outside_the_image_is_reported_as_such(tmp_path):
 def test_very_thin_image_runs_through_every_model(name):
     from fcis.models import build_model
 
-    small = {"rpn_post_nms_top_n_train": 100, "rpn_post_nms_top_n_test": 100, "box_batch_size_per_image": 64,
-             "box_detections_per_img": 30} if name.startswith("maskrcnn") else {}
+    small = {"rpn_post_nms_top_n_train": 100, "rpn_post_nms_top_n_test": 100, "roi_batch_size_per_image": 64,
+             "detections_per_img": 30} if name.startswith("maskrcnn") else {}
     model = build_model(name, num_classes=2, min_size=256, max_size=320, **small)
     model.eval()
     with torch.no_grad():
@@ -282,7 +282,7 @@ def test_windowed_rle_path_equals_full_masks_and_skips_low_scores(name, monkeypa
     from fcis.inference import Predictor
     from fcis.models import build_model
 
-    small = {"rpn_post_nms_top_n_test": 100, "box_detections_per_img": 30} if name.startswith("maskrcnn") else {}
+    small = {"rpn_post_nms_top_n_test": 100, "detections_per_img": 30} if name.startswith("maskrcnn") else {}
     model = build_model(name, num_classes=2, min_size=96, max_size=128, **small).eval()
     image = torch.rand(3, 70, 90)
     with torch.no_grad():

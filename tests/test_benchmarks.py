@@ -29,7 +29,7 @@ TINY = dataclasses.replace(
         "fcis_resnet18": {"rpn_post_nms_top_n_test": 30, "rpn_post_nms_top_n_train": 30, "ohem_rois": 16},
         "maskrcnn_resnet18_fpn": {"rpn_pre_nms_top_n_test": 60, "rpn_post_nms_top_n_test": 30,
                                   "rpn_pre_nms_top_n_train": 60, "rpn_post_nms_top_n_train": 30,
-                                  "box_batch_size_per_image": 16},
+                                  "roi_batch_size_per_image": 16},
         "instancefcn_resnet18": {"pre_nms_top_n": 30, "windows_per_image": 32},
     },
 )

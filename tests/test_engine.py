@@ -35,6 +35,7 @@ class TinyConfig:
     min_size: int = 64
     max_size: int = 80
     mask_threshold: float = 0.5
+    class_agnostic: bool = False   # every model config says it (fcis.models.model_config.ModelConfig)
     channels: int = 4
 
     def to_dict(self):

@@ -11,7 +11,7 @@ from fcis.models import BUILDERS, MaskRCNN, MaskRCNNConfig, build_model, maskrcn
 
 SMALL = dict(min_size=64, max_size=128, anchor_sizes=(8, 16, 32, 64, 128), rpn_pre_nms_top_n_test=200,
              rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50,
-             box_batch_size_per_image=64, box_detections_per_img=20)
+             roi_batch_size_per_image=64, detections_per_img=20)
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_mask", "loss_box_reg"}
 
 

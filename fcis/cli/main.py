@@ -135,7 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, meta = load_model(args.weights, device)
         _override_config(model, _parse_set(args.set))
         data = CocoInstances(args.data, args.image_root, on_bad_sample=args.on_bad_sample)
-        agnostic = bool(getattr(model.config, "class_agnostic", False))  # segment proposals: one class
+        agnostic: bool = model.config.class_agnostic  # type: ignore[union-attr, assignment]  # proposals: one class
         if meta["class_names"] and not agnostic and meta["class_names"] != data.class_names:
             raise UsageError(f"{args.data}: categories {data.class_names} differ from those the checkpoint "
                              f"{args.weights} was trained on ({meta['class_names']})")
@@ -163,6 +163,7 @@ def _override_config(model, overrides: dict[str, Any]) -> None:
 
     if not overrides:
         return
+    overrides = type(model.config).current_names(overrides)   # a former name (box_nms_thresh) too
     names = {f.name for f in dataclasses.fields(model.config)}
     unknown = sorted(set(overrides) - names)
     if unknown:

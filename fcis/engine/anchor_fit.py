@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
+from ..models.maskrcnn.config import MaskRCNNConfig
+
 __all__ = ["AnchorFit", "input_boxes", "resized_size", "anchor_coverage", "fit_anchors",
            "fit_window_sizes", "window_coverage", "POOR_COVERAGE", "fit_for_model"]
 
@@ -243,8 +245,8 @@ def fit_for_model(model_name: str, defaults: Any, coco, *, given: dict[str, Any]
                          len(boxes), "fitted")
     if not hasattr(defaults, "anchor_sizes"):
         return None
-    fpn = hasattr(defaults, "rpn_fg_iou_thresh")   # Mask R-CNN: one size per FPN level
-    fg_iou = defaults.rpn_fg_iou_thresh if fpn else defaults.rpn_fg_iou
+    fpn = isinstance(defaults, MaskRCNNConfig)   # Mask R-CNN: one size per FPN level
+    fg_iou = defaults.rpn_fg_iou
     sizes = tuple(given.get("anchor_sizes", defaults.anchor_sizes))
     ratios = tuple(given.get("aspect_ratios", defaults.aspect_ratios))
 

@@ -124,7 +124,8 @@ def evaluate_model(model: torch.nn.Module, dataset, device: str | torch.device =
     with all categories as one and always gets ``"ar"``."""
     from fcis.evaluation import evaluate_results
 
-    class_agnostic = bool(getattr(getattr(model, "config", None), "class_agnostic", False))
+    model_config: Any = model.config
+    class_agnostic = model_config.class_agnostic
     results, skipped = predict_dataset_with_skips(model, dataset, device, batch_size=batch_size, progress=progress,
                                                   workers=workers, label_to_cat_id=label_to_cat_id)
     return evaluate_results(dataset.coco, results, voc=voc, proposal_recall=proposal_recall or class_agnostic,

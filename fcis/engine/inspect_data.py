@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.maskrcnn.config import MaskRCNNConfig
 from .anchor_fit import RPN_STRIDE, anchor_coverage, input_boxes, window_coverage
 
 __all__ = ["DataReport", "inspect_dataset", "draw_report"]
@@ -107,12 +108,11 @@ def inspect_dataset(dataset, model_config, *, check_images: bool = False) -> Dat
         coverage = window_coverage(boxes, model_config.window_sizes, model_config.object_fill)
     elif hasattr(model_config, "anchor_sizes"):
         anchors = {"anchor_sizes": tuple(model_config.anchor_sizes), "aspect_ratios": tuple(model_config.aspect_ratios)}
-        if hasattr(model_config, "rpn_fg_iou_thresh"):   # FPN: one size per level, strides 4..64
+        if isinstance(model_config, MaskRCNNConfig):   # FPN: one size per level, strides 4..64
             levels = [(4 * 2 ** i, (s,), tuple(model_config.aspect_ratios)) for i, s in enumerate(model_config.anchor_sizes)]
-            fg = model_config.rpn_fg_iou_thresh
         else:
             levels = [(RPN_STRIDE, tuple(model_config.anchor_sizes), tuple(model_config.aspect_ratios))]
-            fg = model_config.rpn_fg_iou
+        fg = model_config.rpn_fg_iou
         coverage = anchor_coverage(boxes, padded, levels, fg)
     problems = [f"{Path(src).name}: {reason}" for src, reason in dataset.bad_samples]
     if check_images:

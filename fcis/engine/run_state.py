@@ -319,8 +319,15 @@ def skipped_images(dataset, indices: set[int]) -> list[str]:
 
 
 def _check_model_overrides(ckpt: dict, overrides: dict[str, Any], path: Path) -> None:
-    """On resume the model is the checkpoint's: a model option that contradicts it is an error."""
-    config = dict(ckpt["model_config"])
+    """On resume the model is the checkpoint's: a model option that contradicts it is an error.
+    Both sides under today's field names (a checkpoint or ``--set`` may use a former one)."""
+    from fcis.models import BUILDERS
+
+    if not overrides:
+        return
+    with torch.device("meta"):   # the checkpoint's config rebuilt: no memory, no RNG draws
+        built: Any = BUILDERS[ckpt["model_name"]](**ckpt["model_config"]).config
+    config, overrides = built.to_dict(), type(built).current_names(overrides)
     wrong = [f"{k}={v!r} (the checkpoint has {config.get(k, '<no such option>')!r})" for k, v in overrides.items()
              if k not in config or _deep_list(config[k]) != _deep_list(v)]
     if wrong:

@@ -56,7 +56,7 @@ class Predictor:
         self.amp_dtype = check_amp(amp, amp_dtype, self.device)
         self.model = model.to(self.device).eval()
         # A class-agnostic model (segment proposals, e.g. InstanceFCN) has one class: "object".
-        self.class_names = ["object"] if getattr(model.config, "class_agnostic", False) else list(class_names)
+        self.class_names = ["object"] if model.config.class_agnostic else list(class_names)  # type: ignore[union-attr]
         self.score_threshold = float(score_threshold)
         self.label_to_cat_id = dict(label_to_cat_id or {i + 1: i + 1 for i in range(len(self.class_names))})
         self.mask_threshold = float(model.config.mask_threshold)  # type: ignore[union-attr, arg-type]

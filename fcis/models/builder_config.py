@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from .backbone import BackboneWeights
+from .model_config import ModelConfig
 
 __all__ = ["builder_config"]
 
-C = TypeVar("C")
+C = TypeVar("C", bound=ModelConfig)
 
 
 def builder_config(config_cls: type[C], model: str, depth: int, num_classes: int,
@@ -18,8 +19,9 @@ def builder_config(config_cls: type[C], model: str, depth: int, num_classes: int
 
     ``overrides`` may repeat ``depth`` (a config rebuilt from a checkpoint does) but not change it;
     ``backbone_pretrained`` is recorded when weights are given, or kept from a checkpoint's
-    config, so a rebuilt model has the same frozen layers without the weights file."""
-    overrides = dict(overrides)
+    config, so a rebuilt model has the same frozen layers without the weights file. Former field
+    names (a checkpoint saved before a rename) are translated (``config_cls.renamed``)."""
+    overrides = config_cls.current_names(overrides)
     if overrides.pop("depth", depth) != depth:
         raise ValueError(f"this builder makes a ResNet-{depth} {model}")
     pretrained = overrides.pop("backbone_pretrained", False) or weights_backbone is not None

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from ...config_io import dataclass_from_dict
+from ..model_config import TwoStageConfig
 
 
 @dataclass
-class FCISConfig:
-    """Configuration of the FCIS network.
+class FCISConfig(TwoStageConfig):
+    """Configuration of the FCIS network (the shared fields: :class:`~fcis.models.model_config.ModelConfig`).
 
     ``num_classes`` counts foreground classes only; label 0 is background internally, and the
     model predicts labels in 1..num_classes.
@@ -114,8 +113,7 @@ class FCISConfig:
     mask_threshold: float = 0.4
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 foreground class, got {self.num_classes}")
+        super().__post_init__()
         if not 0 <= self.roi_bg_iou_low < self.roi_fg_iou:
             raise ValueError(f"roi_bg_iou_low must be in [0, roi_fg_iou), got {self.roi_bg_iou_low}")
         if self.mask_size < self.group_size:
@@ -129,13 +127,4 @@ class FCISConfig:
             raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
         self.anchor_sizes = tuple(self.anchor_sizes)
         self.aspect_ratios = tuple(self.aspect_ratios)
-        self.image_mean = (*self.image_mean,)
-        self.image_std = (*self.image_std,)
         self.box_coder_weights = (*self.box_coder_weights,)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FCISConfig":
-        return dataclass_from_dict(cls, data)

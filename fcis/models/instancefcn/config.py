@@ -8,15 +8,15 @@ positives and negatives 1:1); the rest is chosen here and said so.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from ...config_io import dataclass_from_dict
+from ..model_config import ModelConfig
 
 
 @dataclass
-class InstanceFCNConfig:
-    """Configuration of the InstanceFCN network (class-agnostic segment proposals).
+class InstanceFCNConfig(ModelConfig):
+    """Configuration of the InstanceFCN network (class-agnostic segment proposals; the shared
+    fields: :class:`~fcis.models.model_config.ModelConfig`, without an RPN's).
 
     ``num_classes`` is the dataset's foreground class count, recorded so that a checkpoint knows
     the data it was trained on; the model ignores classes: every output has label 1 ("object")
@@ -93,11 +93,8 @@ class InstanceFCNConfig:
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         problems = []
-        if self.num_classes < 1:
-            problems.append(f"num_classes must be >= 1 foreground class, got {self.num_classes}")
-        if not self.class_agnostic:
-            problems.append("InstanceFCN is class-agnostic: class_agnostic must be True")
         if self.feature_stride not in (8, 16):
             problems.append(f"feature_stride must be 8 or 16, got {self.feature_stride}")
         if self.group_size < 1 or self.window_size < self.group_size or self.window_size % 2 == 0:
@@ -116,17 +113,8 @@ class InstanceFCNConfig:
         if problems:
             raise ValueError("; ".join(problems))
         self.window_sizes = tuple(float(s) for s in self.window_sizes)
-        self.image_mean = (*self.image_mean,)
-        self.image_std = (*self.image_std,)
 
     @property
     def canonical_window(self) -> float:
         """m·stride: the window side (px) at which assembling is the paper's integer copy."""
         return float(self.window_size * self.feature_stride)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "InstanceFCNConfig":
-        return dataclass_from_dict(cls, data)

@@ -19,15 +19,6 @@ from .config import MaskRCNNConfig
 
 __all__ = ["MaskRCNN"]
 
-#: Config fields passed unchanged to torchvision's ``MaskRCNN`` as keyword arguments.
-_TORCHVISION_KWARGS = (
-    "min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
-    "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_nms_thresh", "rpn_fg_iou_thresh",
-    "rpn_bg_iou_thresh", "rpn_batch_size_per_image", "rpn_positive_fraction", "rpn_score_thresh",
-    "box_fg_iou_thresh", "box_bg_iou_thresh", "box_batch_size_per_image", "box_positive_fraction",
-    "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
-)
-
 
 class MaskRCNN(mask_rcnn.MaskRCNN):
     """Mask R-CNN (He et al., ICCV 2017) as torchvision implements it, with ``.config``.
@@ -46,8 +37,7 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
                                   (config.aspect_ratios,) * len(config.anchor_sizes))
         super().__init__(backbone, num_classes=config.num_classes + 1,
                          image_mean=list(config.image_mean), image_std=list(config.image_std),
-                         rpn_anchor_generator=anchors, bbox_reg_weights=config.bbox_reg_weights,
-                         **{k: getattr(config, k) for k in _TORCHVISION_KWARGS})
+                         rpn_anchor_generator=anchors, **config.torchvision_kwargs())
         self.config = config
         self.transform = RCNNTransform(config.min_size, config.max_size, list(config.image_mean),
                                        list(config.image_std))       # a very thin image keeps 1 px per side
@@ -55,7 +45,14 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
+        self._apply_postprocessing()
         return super().forward(images, targets)
+
+    def _apply_postprocessing(self) -> None:
+        """The config's post-processing fields onto torchvision's RoI heads (which keep copies), so
+        that a config changed in place (``fcis evaluate --set nms_iou=0.4``) acts as for FCIS."""
+        heads, c = self.roi_heads, self.config
+        heads.score_thresh, heads.nms_thresh, heads.detections_per_img = c.score_thresh, c.nms_iou, c.detections_per_img
 
     @torch.no_grad()
     def detect_windows(self, images: list[Tensor], *, score_threshold: float = 0.0) -> list[Iterator[MaskWindow]]:
@@ -64,6 +61,7 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
         the RoI heads' 28×28 mask taken before torchvision's transform pastes it into the whole
         image, pasted here into its box window only, exactly as ``paste_masks_in_image`` does."""
         original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
+        self._apply_postprocessing()
         batch, _ = self.transform(images)
         features = self.backbone(batch.tensors)
         proposals, _ = self.rpn(batch, features)
