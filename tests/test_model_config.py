@@ -13,7 +13,7 @@ import torch
 from fcis.cli.main import _override_config, _parse_set, main
 from fcis.engine.checkpoint import build_from_checkpoint
 from fcis.engine.errors import CheckpointError
-from fcis.engine.trainer import _check_model_overrides
+from fcis.engine.run_state import _check_model_overrides
 from fcis.models import BUILDERS, FCISConfig, InstanceFCNConfig, MaskRCNNConfig
 from fcis.models.model_config import ModelConfig, TwoStageConfig
 
