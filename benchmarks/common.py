@@ -79,6 +79,10 @@ class Budget:
     limit_models: tuple[str, ...] = ("fcis_resnet50", "fcis_resnet101", "maskrcnn_resnet50_fpn")
     limit_image: tuple[int, int] = (600, 800)
     matmul_sizes: tuple[int, ...] = (2048, 4096)
+    # 8. the bare `fcis train` against the pre-issue-11 defaults on real photos (opt-in: --only real_photos)
+    real_model: str = "fcis_resnet18"
+    real_penn_iterations: int = 300
+    real_balloon_iterations: int = 200
     # 7. GPU (only where torch.cuda.is_available())
     gpu_model: str = "fcis_resnet101"
     gpu_image: tuple[int, int] = (600, 1000)

@@ -1,6 +1,7 @@
 """Issue 11 on real photos: the bare ``fcis train`` against the defaults it replaced, equal iterations.
 
-    python -m benchmarks.real_photos --out /tmp/real --iterations 300          # both datasets
+    python -m benchmarks.run --only real_photos          # section 8 of RESULTS.md (about 2 h on 2 cores)
+    python -m benchmarks.real_photos --out /tmp/real --iterations 300          # alone: both datasets
     python -m benchmarks.real_photos --out /tmp/real --datasets balloon         # one
 
 For each dataset (PennFudanPed: the benchmarks' fixed 130/40 split; balloon: its own train/val)
@@ -128,6 +129,28 @@ def summarise(record: dict[str, Any]) -> str:
     return ", ".join(parts) + f"; train {record['train_s']:.0f} s"
 
 
+def run(budget: Any, work: Path, data_root: Path | None) -> dict[str, Any]:
+    """Section 8 of ``benchmarks.run``: both datasets, both variants, the budget's iterations."""
+    data_root = Path(data_root) if data_root else REPO.parent / "shared" / "data"
+    iterations = {"pennfudan": budget.real_penn_iterations, "balloon": budget.real_balloon_iterations}
+    out: dict[str, Any] = {"settings": settings(budget.real_model, iterations), "datasets": {}}
+    for name in ("pennfudan", "balloon"):
+        probe = data_root / ("PennFudanPed" if name == "pennfudan" else "balloon")
+        if not probe.is_dir():
+            out["datasets"][name] = {"skipped": f"no {probe}"}
+            continue
+        train, val = prepare(name, data_root, work / "real_photos" / "data")
+        args = argparse.Namespace(model=budget.real_model, iterations=iterations[name])
+        out["datasets"][name] = {variant: run_one(name, variant, train, val, work / "real_photos", args)
+                                 for variant in ("bare", "old_defaults")}
+    return out
+
+
+def settings(model: str, iterations: dict[str, int]) -> dict[str, Any]:
+    return {"model": model, "iterations": iterations, "batch_size": 2, "sizes": SIZES,
+            "old_defaults": OLD_DEFAULTS, "threads": os.environ.get("OMP_NUM_THREADS")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
@@ -140,24 +163,35 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "real_photos.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    results.setdefault("settings", {"iterations": args.iterations, "model": args.model, "batch_size": 2,
-                                    "sizes": SIZES, "old_defaults": OLD_DEFAULTS,
-                                    "threads": os.environ.get("OMP_NUM_THREADS")})
+    results.setdefault("settings", settings(args.model, {name: args.iterations for name in args.datasets}))
     for name in args.datasets:
         train, val = prepare(name, args.data, args.out / "data")
         for variant in args.variants:
-            results.setdefault(name, {})[variant] = run_one(name, variant, train, val, args.out, args)
+            results.setdefault("datasets", {}).setdefault(name, {})[variant] = run_one(
+                name, variant, train, val, args.out, args)
             results_file.write_text(json.dumps(results, indent=1))
-    print("| dataset | run | segm AP | bbox AP | mAP^r@0.5 | mAP^r@0.7 | train time |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name in args.datasets:
-        for variant, rec in results.get(name, {}).items():
+    print(table(results))
+    return 0
+
+
+def table(section: dict[str, Any]) -> str:
+    """The Markdown table of a ``run`` result (RESULTS.md section 8)."""
+    rows = ["| dataset | run | iterations | segm AP | bbox AP | mAP^r@0.5 | mAP^r@0.7 | train time |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    iterations = section.get("settings", {}).get("iterations", {})
+    for name, runs in section.get("datasets", {}).items():
+        if "skipped" in runs:
+            rows.append(f"| {name} | skipped: {runs['skipped']} | | | | | | |")
+            continue
+        for variant, rec in runs.items():
             m = rec["metrics"]
             cells = [_metric(m, "segm", "AP"), _metric(m, "bbox", "AP"), _metric(m, "voc", "mAP@0.5"),
                      _metric(m, "voc", "mAP@0.7")]
-            print(f"| {name} | {variant} | " + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells)
-                  + f" | {rec['train_s']:.0f} s |")
-    return 0
+            label = "bare command" if variant == "bare" else "old defaults"
+            rows.append(f"| {name} | {label} | {iterations.get(name, '?')} | "
+                        + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells)
+                        + f" | {rec['train_s']:.0f} s |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

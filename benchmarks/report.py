@@ -22,6 +22,7 @@ SECTION_TITLES = {
     "ablation": "5. The paper's ablation",
     "limit": "6. The limit: backbone GFLOP/s beside the matmul peak",
     "gpu": "7. GPU",
+    "real_photos": "8. The bare `fcis train` on real photos",
 }
 
 
@@ -469,6 +470,15 @@ def summary(results: dict) -> list[str]:
     if fr:
         out.append("**The limit:** the backbones run at " + ", ".join(f"{100 * x:.0f}% (`{n}`)" for n, x in fr)
                    + f" of the measured {lim['matmul_peak_gflops_per_s']:.0f} GFLOP/s matmul peak.")
+    for ds, runs in ((results.get("real_photos") or {}).get("datasets") or {}).items():
+        bare, old = (runs.get(k) or {} for k in ("bare", "old_defaults"))
+        if bare.get("metrics") and old.get("metrics"):
+            ap = lambda r: 100 * r["metrics"]["segm"]["AP"]  # noqa: E731
+            voc = lambda r: 100 * r["metrics"]["voc"]["mAP@0.5"]  # noqa: E731
+            its = ((results["real_photos"].get("settings") or {}).get("iterations") or {}).get(ds, "?")
+            out.append(f"**The bare `fcis train`, {'PennFudanPed' if ds == 'pennfudan' else ds}** ({its} iterations "
+                       f"from random weights): mask AP {ap(bare):.1f} against {ap(old):.1f} with the defaults it "
+                       f"replaced, mAP^r@0.5 {voc(bare):.1f} against {voc(old):.1f}.")
     gpu = results.get("gpu") or {}
     if gpu and not gpu.get("available", True):
         out.append("**GPU:** none was available to this run; no GPU figure is given.")
@@ -476,6 +486,22 @@ def summary(results: dict) -> list[str]:
 
 
 # --- the whole report ----------------------------------------------------------------------------
+
+def _real_photos(sec_: dict | None) -> str:
+    if sec_ is None:
+        return ("Opt-in, about 2 h on 2 cores: `python -m benchmarks.run --only real_photos`; this run's results "
+                "hold no such section.")
+    from .real_photos import OLD_DEFAULTS, table
+
+    st = sec_.get("settings") or {}
+    sizes = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in (st.get("sizes") or {}).items())
+    return (f"`{st.get('model', '?')}` from random weights, 2 images per step, input (short/long side) {sizes}; "
+            "PennFudanPed on the fixed 130/40 split of section 4, balloon on its own train/val. Each run is "
+            "`fcis train` as a user types it, then `fcis evaluate` on the held-out images. **bare command**: "
+            "only model, data, output, iterations, batch size, input size and device. **old defaults**: the "
+            "training defaults before issue 11 spelled out as flags (`" + " ".join(OLD_DEFAULTS) + "`); "
+            "the model itself is today's in both.\n\n" + table(sec_))
+
 
 def render(results: dict, plots: dict[str, str], reading: list[str] | None = None) -> str:
     meta, mach = results.get("meta", {}), results.get("machine", {})
@@ -530,6 +556,9 @@ def render(results: dict, plots: dict[str, str], reading: list[str] | None = Non
         sec_ = results.get(key)
         if key == "gpu":
             lines.append(_gpu(sec_))
+            continue
+        if key == "real_photos":
+            lines.append(_real_photos(sec_))
             continue
         if sec_ is None:
             lines.append("Not run in this run.")

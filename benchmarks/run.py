@@ -40,13 +40,15 @@ from .common import FULL, QUICK, Budget, log, machine_info
 
 #: CLI name -> results key, in run order (the training-heavy sections last).
 SECTIONS = {"latency": "latency", "roi": "roi_scaling", "limit": "limit", "throughput": "throughput",
-            "accuracy": "accuracy", "ablation": "ablation", "gpu": "gpu"}
+            "accuracy": "accuracy", "ablation": "ablation", "gpu": "gpu", "real_photos": "real_photos"}
+#: Sections a plain run leaves out (name them with --only): real_photos trains four models (~2 h).
+OPT_IN = ("real_photos",)
 
 
 def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Path | None, strict: bool = False
                  ) -> tuple[dict[str, Any], dict[str, float]]:
     """Run the named sections; returns ``(results by key, seconds per section)``."""
-    from . import accuracy, accuracy_parallel, gpu, latency, limit, roi_scaling, training
+    from . import accuracy, accuracy_parallel, gpu, latency, limit, real_photos, roi_scaling, training
 
     runner = accuracy.AccuracyRunner(budget, work, data_root)
     funcs = {
@@ -57,6 +59,7 @@ def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Pat
         "accuracy": lambda: accuracy.run_accuracy(runner, budget.datasets),
         "ablation": lambda: accuracy.run_ablation(runner, budget.datasets),
         "gpu": lambda: gpu.run(budget),
+        "real_photos": lambda: real_photos.run(budget, work, data_root),
     }
     results, durations = {}, {}
     trained = [n for n in ("accuracy", "ablation") if n in names]
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke budgets: every section, < 10 min")
     parser.add_argument("--out", default=str(HERE), help="folder of RESULTS.md and results/ (default: benchmarks/)")
-    parser.add_argument("--only", default="", help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument("--only", default="", help=f"comma-separated sections of {', '.join(SECTIONS)} "
+                        f"({', '.join(OPT_IN)} only when named)")
     parser.add_argument("--merge", action="append", default=[], metavar="JSON",
                         help="take the sections of another run's results.json (e.g. the GPU section)")
     parser.add_argument("--report-only", action="store_true", help="measure nothing: re-render OUT's results.json")
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = out / "results" / "results.json"
     given = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.run" + "".join(" " + shlex.quote(a) for a in given)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or [n for n in SECTIONS if n not in OPT_IN]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")

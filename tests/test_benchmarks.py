@@ -178,3 +178,24 @@ def test_hand_reading_shown_only_for_its_run(tmp_path):
     assert "FCIS wins here." in report.hand_reading(results, tmp_path)
     other = report.hand_reading({"meta": {"started": "2027-01-01T00:00:00+00:00"}}, tmp_path)
     assert "FCIS wins here." not in other and "written for another run" in " ".join(other)
+
+
+def test_real_photos_section_is_opt_in_and_renders_its_table():
+    from benchmarks import real_photos, report
+
+    assert "real_photos" in run.SECTIONS and "real_photos" in run.OPT_IN
+    metrics = lambda ap, voc: {"segm": {"AP": ap}, "bbox": {"AP": ap / 2},  # noqa: E731
+                               "voc": {"mAP@0.5": voc, "mAP@0.7": voc / 2}}
+    section = {"settings": real_photos.settings("fcis_resnet18", {"pennfudan": 300}),
+               "datasets": {"pennfudan": {"bare": {"metrics": metrics(0.268, 0.717), "train_s": 2501.0},
+                                          "old_defaults": {"metrics": metrics(0.001, 0.01), "train_s": 2400.0}},
+                            "balloon": {"skipped": "no data/balloon"}}}
+    text = report._real_photos(section)
+    assert "| pennfudan | bare command | 300 | 26.8 | 13.4 | 71.7 | 35.9 | 2501 s |" in text
+    assert "| pennfudan | old defaults | 300 | 0.1 | 0.1 | 1.0 | 0.5 | 2400 s |" in text
+    assert "| balloon | skipped: no data/balloon |" in text
+    assert " ".join(real_photos.OLD_DEFAULTS) in text
+    bullets = report.summary({"real_photos": section})
+    assert bullets == ["**The bare `fcis train`, PennFudanPed** (300 iterations from random weights): mask AP 26.8 "
+                       "against 0.1 with the defaults it replaced, mAP^r@0.5 71.7 against 1.0."]
+    assert "--only real_photos" in report._real_photos(None)
