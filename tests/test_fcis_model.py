@@ -192,3 +192,28 @@ def test_conv5_is_dilated_to_stride_16(model):
     c4, c5 = model.backbone(torch.rand(1, 3, 64, 96))
     assert c4.shape[-2:] == (4, 6) and c5.shape[-2:] == (4, 6)
     assert (c4.shape[1], c5.shape[1]) == (256, 512)
+
+
+def test_head_rows_layout_equals_the_convolution(model, monkeypatch):
+    """The head writes the inside/outside maps as the assembling op's table (a matmul with
+    reordered weights); the maps it stands for, the RoI scores and the gradients of the head's
+    weights equal those of the 1×1 convolution's (N, 2·k²·(C+1), H, W) maps."""
+    import fcis.models.fcis.head as head_module
+
+    head = model.head
+    gen = torch.Generator().manual_seed(0)
+    c5 = torch.randn(2, head.reduce.in_channels, 5, 7, generator=gen)
+    rois = torch.tensor([[0, 3.0, 5.0, 60.0, 70.0], [1, 0.0, 0.0, 111.0, 80.0], [0, 40.0, 20.0, 50.0, 30.0]]
+                        + [[i % 2, 2.0 * i, 1.0 * i, 30.0 + 3 * i, 20.0 + 2 * i] for i in range(20)])
+    results = []
+    for rows_layout in (True, False):
+        monkeypatch.setattr(head_module, "rows_layout_applies", lambda *args: rows_layout)  # noqa: B023
+        head.zero_grad()
+        maps = head(c5)
+        assert (maps.inside_outside_rows is not None) == rows_layout
+        scores = head.score_rois(maps, rois)
+        (scores.class_logits.sum() + scores.mask_logits.square().sum()).backward()
+        results.append((maps.inside_outside.detach(), scores.class_logits.detach(), scores.mask_logits.detach(),
+                        head.inside_outside.weight.grad.clone(), head.reduce.weight.grad.clone()))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
