@@ -217,3 +217,34 @@ def test_head_rows_layout_equals_the_convolution(model, monkeypatch):
                         head.inside_outside.weight.grad.clone(), head.reduce.weight.grad.clone()))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_rpn_nms_stops_at_the_kept_count_with_the_same_boxes():
+    """first_kept_nms gives torchvision nms's first k indices (ties in the scores included), and
+    the RPN's filter_proposals (which uses it on the CPU) the proposals of torchvision's own
+    (whose batched_nms re-sorts the kept boxes with an unstable sort above 1000 boxes: equal
+    scores may come in another order there, so the objectness here has no ties)."""
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+    from torchvision.ops import nms
+
+    from fcis.models.rpn import first_kept_nms
+
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(3000, 2, generator=gen) * 500
+    boxes = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 120 + 1], 1)
+    scores = (torch.rand(3000, generator=gen) * 50).round() / 50          # many ties
+    for iou in (0.3, 0.7):
+        full = nms(boxes, scores, iou)
+        for k in (1, 10, 300, 100000):
+            assert torch.equal(first_kept_nms(boxes, scores, iou, k, block=128), full[:k])
+    assert first_kept_nms(boxes[:0], scores[:0], 0.7, 300).shape == (0,)
+    model = fcis_resnet18(num_classes=3, **{**SMALL, "rpn_pre_nms_top_n_test": 2000,
+                                            "rpn_post_nms_top_n_test": 100}).eval()
+    rpn = model.rpn
+    props = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 120 + 1], 1)[None].repeat(2, 1, 1)
+    objectness = torch.randn(2 * 3000, 1, generator=gen)
+    ours = rpn.filter_proposals(props, objectness, [(500, 600), (400, 300)], [3000])
+    want = RegionProposalNetwork.filter_proposals(rpn, props, objectness, [(500, 600), (400, 300)], [3000])
+    for a, b in zip(ours, want):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y) and len(x) == 100
