@@ -248,3 +248,22 @@ def test_rpn_nms_stops_at_the_kept_count_with_the_same_boxes():
     for a, b in zip(ours, want):
         for x, y in zip(a, b):
             assert torch.equal(x, y) and len(x) == 100
+
+
+def test_ohem_pass_in_chunks_gives_the_same_losses(model, monkeypatch):
+    """OHEM's gradient-free pass scores the RoIs a chunk at a time; the chosen RoIs and so the
+    losses are those of scoring all at once."""
+    import fcis.models.fcis.model as model_module
+
+    model.train()
+    images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]
+    targets = [box_target(96, 128, [[10, 10, 60, 50], [70, 40, 120, 90]], [1, 3]),
+               box_target(96, 128, [[5, 30, 50, 90]], [2])]
+    results = []
+    for chunk in (7, 10 ** 6):
+        monkeypatch.setattr(model_module, "_OHEM_CHUNK", chunk)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            results.append(model(images, targets))
+    for key in results[0]:
+        torch.testing.assert_close(results[0][key], results[1][key], rtol=0, atol=0)
