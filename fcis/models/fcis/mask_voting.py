@@ -83,9 +83,11 @@ def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, c
         voted = None
         for k in range(0, len(members), step):
             pasted = paste_masks_in_frame(cand_masks[members[k:k + step], c], boxes[k:k + step], frame)  # (K, h, w)
-            if voting and binarize is not None:
-                pasted = (pasted >= binarize).to(pasted.dtype)
-            part = (weights[k:k + step, None, None] * pasted).sum(0)
+            w = weights[k:k + step, None, None]
+            if voting and binarize is not None:     # w · (pasted >= binarize), in one pass
+                part = torch.where(pasted >= binarize, w, torch.zeros_like(w)).sum(0)
+            else:
+                part = (w * pasted).sum(0)
             voted = part if voted is None else voted + part
         assert voted is not None  # members is never empty
         yield n, frame, voted / weights.sum().clamp(min=1e-12)
