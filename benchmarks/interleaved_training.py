@@ -1,13 +1,14 @@
 """Interleaved training steps (benchmarks/SPEED.md, command F), one torch thread.
 
-``fcis_resnet50`` and ``maskrcnn_resnet50_fpn`` take training steps alternately in one process on
-the same two 600×800 images with three rectangles each (random weights, 80 classes, SGD as the
-throughput section: benchmarks/training.py); the ratio of each adjacent pair of steps is taken
+``fcis_resnet50`` and ``maskrcnn_resnet50_fpn`` (or two named models) take training steps
+alternately in one process on the same two 600×800 images (or H×W) with three rectangles each
+(random weights, 80 classes, SGD as the throughput section: benchmarks/training.py); the ratio of each adjacent pair of steps is taken
 (Mask R-CNN's step time over FCIS's = FCIS's images/s over Mask R-CNN's) and their median
 reported, which a shared machine's load swings move much less than two separate runs. Peak memory
 needs a process per model: that stays with the throughput section.
 
     python benchmarks/interleaved_training.py [PAIRS]     # default 3 pairs, after one warm-up step each
+    python benchmarks/interleaved_training.py 3 fcis_resnet18 maskrcnn_resnet18_fpn 256 320   # the small setting
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build, random_image, synthetic_target  # noqa: E402
 
 
-def main(pairs: int = 3) -> float:
+def main(pairs: int = 3, fcis: str = "fcis_resnet50", maskrcnn: str = "maskrcnn_resnet50_fpn",
+         height: int = 600, width: int = 800) -> float:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    images = [random_image(600, 800, seed=i + 1) for i in range(2)]
-    targets = [synthetic_target(600, 800, 80) for _ in range(2)]
+    images = [random_image(height, width, seed=i + 1) for i in range(2)]
+    targets = [synthetic_target(height, width, 80) for _ in range(2)]
     models, optimizers = {}, {}
-    for name in ("fcis_resnet50", "maskrcnn_resnet50_fpn"):
+    for name in (fcis, maskrcnn):
         torch.manual_seed(0)
-        models[name] = build(name, 80, min_size=600, max_size=800).train()
+        models[name] = build(name, 80, min_size=min(height, width), max_size=max(height, width)).train()
         params = [p for p in models[name].parameters() if p.requires_grad]
         optimizers[name] = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=5e-4)
 
@@ -62,4 +64,5 @@ def main(pairs: int = 3) -> float:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    args = sys.argv[1:]
+    main(int(args[0]) if args else 3, *args[1:3], *(int(a) for a in args[3:5]))

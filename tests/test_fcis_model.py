@@ -217,6 +217,10 @@ def test_head_rows_layout_equals_the_convolution(model, monkeypatch):
                         head.inside_outside.weight.grad.clone(), head.reduce.weight.grad.clone()))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    monkeypatch.setattr(head_module, "rows_layout_applies", lambda *args: True)
+    with torch.no_grad():                    # without gradients the max + mean runs in chunks of RoIs
+        chunked = head.score_rois(head(c5), rois).class_logits
+    torch.testing.assert_close(chunked, results[0][1], rtol=0, atol=1e-6)
 
 
 def test_rpn_nms_stops_at_the_kept_count_with_the_same_boxes():

@@ -188,10 +188,12 @@ def _mean_of_max(inside: Tensor, outside: Tensor, chunk: int = 16) -> Tensor:
     """(R, C+1, P, P) inside and outside scores -> (R, C+1): the mean over the P×P cells of
     max(inside, outside), ``chunk`` RoIs at a time so that the elementwise maximum stays in the
     cache instead of making a round trip through memory (measured 2-3× faster on the CPU at
-    R = 300, C+1 = 81, P = 21); the same values and gradients as the one-expression form, which
-    other devices use as it is (one kernel per step instead of R / chunk)."""
+    R = 300, C+1 = 81, P = 21); the same values as the one-expression form, which serves where
+    gradients are recorded (the backward of each chunk's slice would fill a zero gradient of the
+    whole input: quadratic in R) and other devices (one kernel per step instead of R / chunk)."""
     num = inside.shape[0]
-    if num <= chunk or inside.device.type != "cpu":
+    if (num <= chunk or inside.device.type != "cpu"
+            or (torch.is_grad_enabled() and (inside.requires_grad or outside.requires_grad))):
         return torch.maximum(inside, outside).mean(dim=(2, 3))
     return torch.cat([torch.maximum(inside[s:s + chunk], outside[s:s + chunk]).mean(dim=(2, 3))
                       for s in range(0, num, chunk)])
