@@ -271,3 +271,37 @@ def test_ohem_pass_in_chunks_gives_the_same_losses(model, monkeypatch):
             results.append(model(images, targets))
     for key in results[0]:
         torch.testing.assert_close(results[0][key], results[1][key], rtol=0, atol=0)
+
+
+def test_mean_of_max_matches_torch_maximum_with_ties():
+    """The class score's max + mean (chunked, one byte per cell saved) has torch.maximum(...).mean's
+    values and gradients, ties (half the gradient each way) included; gradcheck in float64."""
+    from fcis.models.fcis.head import ScoreMaps, _MeanOfMax
+
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randn(40, 21, 21, 5, 2, generator=gen, dtype=torch.float64)
+    base[..., 1][base[..., 0] > 1.0] = base[..., 0][base[..., 0] > 1.0]               # ties
+    logits = base.permute(0, 3, 4, 1, 2).requires_grad_()                              # (R, C+1, 2, P, P), strided
+    weights = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    got = _MeanOfMax.apply(logits)
+    (g_got,) = torch.autograd.grad((got * weights).sum(), logits)
+    want = torch.maximum(logits[:, :, 0], logits[:, :, 1]).mean(dim=(2, 3))
+    (g_want,) = torch.autograd.grad((want * weights).sum(), logits)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=0)
+    small = torch.randn(3, 2, 2, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _MeanOfMax.apply(t), (small,))
+    maps = ScoreMaps(None, torch.zeros(1), None, torch.zeros(1, 2, 2, 4, 6))
+    maps.release_inside_outside()
+    with pytest.raises(RuntimeError, match="released"):
+        _ = maps.inside_outside
+    # the head's 1×1 convolution written as the table's matmul (its own backward): gradcheck
+    from fcis.models.fcis.head import _RowsLinear
+
+    x = torch.randn(2, 3, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2 * 2 * 4, 3, 1, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2 * 2 * 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: _RowsLinear.apply(*t, 2, 4), (x, w, b))
+    conv = torch.nn.functional.conv2d(x, w, b)                                # (N, (class, io, p), H, W)
+    want = conv.view(2, 2, 2, 4, 6).permute(0, 4, 3, 2, 1).reshape(2, 6, 16)  # (N, H·W, (p, io, class))
+    torch.testing.assert_close(_RowsLinear.apply(x, w, b, 2, 4), want, rtol=0, atol=1e-12)
