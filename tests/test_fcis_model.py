@@ -192,3 +192,116 @@ def test_conv5_is_dilated_to_stride_16(model):
     c4, c5 = model.backbone(torch.rand(1, 3, 64, 96))
     assert c4.shape[-2:] == (4, 6) and c5.shape[-2:] == (4, 6)
     assert (c4.shape[1], c5.shape[1]) == (256, 512)
+
+
+def test_head_rows_layout_equals_the_convolution(model, monkeypatch):
+    """The head writes the inside/outside maps as the assembling op's table (a matmul with
+    reordered weights); the maps it stands for, the RoI scores and the gradients of the head's
+    weights equal those of the 1×1 convolution's (N, 2·k²·(C+1), H, W) maps."""
+    import fcis.models.fcis.head as head_module
+
+    head = model.head
+    gen = torch.Generator().manual_seed(0)
+    c5 = torch.randn(2, head.reduce.in_channels, 5, 7, generator=gen)
+    rois = torch.tensor([[0, 3.0, 5.0, 60.0, 70.0], [1, 0.0, 0.0, 111.0, 80.0], [0, 40.0, 20.0, 50.0, 30.0]]
+                        + [[i % 2, 2.0 * i, 1.0 * i, 30.0 + 3 * i, 20.0 + 2 * i] for i in range(20)])
+    results = []
+    for rows_layout in (True, False):
+        monkeypatch.setattr(head_module, "rows_layout_applies", lambda *args: rows_layout)  # noqa: B023
+        head.zero_grad()
+        maps = head(c5)
+        assert (maps.inside_outside_rows is not None) == rows_layout
+        scores = head.score_rois(maps, rois)
+        (scores.class_logits.sum() + scores.mask_logits.square().sum()).backward()
+        results.append((maps.inside_outside.detach(), scores.class_logits.detach(), scores.mask_logits.detach(),
+                        head.inside_outside.weight.grad.clone(), head.reduce.weight.grad.clone()))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    monkeypatch.setattr(head_module, "rows_layout_applies", lambda *args: True)
+    with torch.no_grad():                    # without gradients the max + mean runs in chunks of RoIs
+        chunked = head.score_rois(head(c5), rois).class_logits
+    torch.testing.assert_close(chunked, results[0][1], rtol=0, atol=1e-6)
+
+
+def test_rpn_nms_stops_at_the_kept_count_with_the_same_boxes():
+    """first_kept_nms gives torchvision nms's first k indices (ties in the scores included), and
+    the RPN's filter_proposals (which uses it on the CPU) the proposals of torchvision's own
+    (whose batched_nms re-sorts the kept boxes with an unstable sort above 1000 boxes: equal
+    scores may come in another order there, so the objectness here has no ties)."""
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+    from torchvision.ops import nms
+
+    from fcis.models.rpn import first_kept_nms
+
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(3000, 2, generator=gen) * 500
+    boxes = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 120 + 1], 1)
+    scores = (torch.rand(3000, generator=gen) * 50).round() / 50          # many ties
+    for iou in (0.3, 0.7):
+        full = nms(boxes, scores, iou)
+        for k in (1, 10, 300, 100000):
+            assert torch.equal(first_kept_nms(boxes, scores, iou, k, block=128), full[:k])
+    assert first_kept_nms(boxes[:0], scores[:0], 0.7, 300).shape == (0,)
+    model = fcis_resnet18(num_classes=3, **{**SMALL, "rpn_pre_nms_top_n_test": 2000,
+                                            "rpn_post_nms_top_n_test": 100}).eval()
+    rpn = model.rpn
+    props = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 120 + 1], 1)[None].repeat(2, 1, 1)
+    objectness = torch.randn(2 * 3000, 1, generator=gen)
+    ours = rpn.filter_proposals(props, objectness, [(500, 600), (400, 300)], [3000])
+    want = RegionProposalNetwork.filter_proposals(rpn, props, objectness, [(500, 600), (400, 300)], [3000])
+    for a, b in zip(ours, want):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y) and len(x) == 100
+
+
+def test_ohem_pass_in_chunks_gives_the_same_losses(model, monkeypatch):
+    """OHEM's gradient-free pass scores the RoIs a chunk at a time; the chosen RoIs and so the
+    losses are those of scoring all at once."""
+    import fcis.models.fcis.model as model_module
+
+    model.train()
+    images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]
+    targets = [box_target(96, 128, [[10, 10, 60, 50], [70, 40, 120, 90]], [1, 3]),
+               box_target(96, 128, [[5, 30, 50, 90]], [2])]
+    results = []
+    for chunk in (7, 10 ** 6):
+        monkeypatch.setattr(model_module, "_OHEM_CHUNK", chunk)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            results.append(model(images, targets))
+    for key in results[0]:
+        torch.testing.assert_close(results[0][key], results[1][key], rtol=0, atol=0)
+
+
+def test_mean_of_max_matches_torch_maximum_with_ties():
+    """The class score's max + mean (chunked, one byte per cell saved) has torch.maximum(...).mean's
+    values and gradients, ties (half the gradient each way) included; gradcheck in float64."""
+    from fcis.models.fcis.head import ScoreMaps, _MeanOfMax
+
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randn(40, 21, 21, 5, 2, generator=gen, dtype=torch.float64)
+    base[..., 1][base[..., 0] > 1.0] = base[..., 0][base[..., 0] > 1.0]               # ties
+    logits = base.permute(0, 3, 4, 1, 2).requires_grad_()                              # (R, C+1, 2, P, P), strided
+    weights = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    got = _MeanOfMax.apply(logits)
+    (g_got,) = torch.autograd.grad((got * weights).sum(), logits)
+    want = torch.maximum(logits[:, :, 0], logits[:, :, 1]).mean(dim=(2, 3))
+    (g_want,) = torch.autograd.grad((want * weights).sum(), logits)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=0)
+    small = torch.randn(3, 2, 2, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _MeanOfMax.apply(t), (small,))
+    maps = ScoreMaps(None, torch.zeros(1), None, torch.zeros(1, 2, 2, 4, 6))
+    maps.release_inside_outside()
+    with pytest.raises(RuntimeError, match="released"):
+        _ = maps.inside_outside
+    # the head's 1×1 convolution written as the table's matmul (its own backward): gradcheck
+    from fcis.models.fcis.head import _RowsLinear
+
+    x = torch.randn(2, 3, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2 * 2 * 4, 3, 1, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2 * 2 * 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: _RowsLinear.apply(*t, 2, 4), (x, w, b))
+    conv = torch.nn.functional.conv2d(x, w, b)                                # (N, (class, io, p), H, W)
+    want = conv.view(2, 2, 2, 4, 6).permute(0, 4, 3, 2, 1).reshape(2, 6, 16)  # (N, H·W, (p, io, class))
+    torch.testing.assert_close(_RowsLinear.apply(x, w, b, 2, 4), want, rtol=0, atol=1e-12)

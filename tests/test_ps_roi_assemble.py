@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import ps_roi_align, roi_align
 
-from fcis.ops import PSRoIAssemble, ps_roi_assemble
+from fcis.ops import PSRoIAssemble, ps_roi_assemble, ps_roi_assemble_rows, rows_to_maps
 
 assemble_module = importlib.import_module("fcis.ops.ps_roi_assemble")  # the module, not the function
 
@@ -234,3 +234,29 @@ def test_path_choice():
     assert assemble_module._gather_path_applies(maps, 162)
     assert not assemble_module._gather_path_applies(maps.half(), 162)         # fp16/bf16: grid_sample
     assert not assemble_module._gather_path_applies(torch.zeros(1, 49, 4, 4), 1)   # InstanceFCN's 1 group
+
+
+def test_rows_layout_equals_the_maps_in_values_and_gradients(path):
+    """ps_roi_assemble_rows reads the (N, H, W, k², G) table the head writes: the same values and
+    gradients as ps_roi_assemble of the equivalent (N, G·k², H, W) maps, at FCIS's k and P (both
+    paths: the rows are copied back to maps where the gather does not apply); gradcheck on rows."""
+    gen = torch.Generator().manual_seed(8)
+    k, p, groups, h, w, scale = 7, 21, 10, 9, 12, 1 / 16
+    maps = torch.randn(2, groups * k * k, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    rows = maps.detach().view(2, groups, k * k, h, w).permute(0, 3, 4, 2, 1).contiguous().requires_grad_()
+    assert torch.equal(rows_to_maps(rows), maps)
+    rois = _random_rois(2, 12, h, w, scale, gen)
+    weights = torch.randn(12, groups, p, p, generator=gen, dtype=torch.float64)
+    for sampling_ratio in (2, -1):
+        want = ps_roi_assemble(maps, rois, k, p, scale, sampling_ratio)
+        got = ps_roi_assemble_rows(rows, rois, k, p, scale, sampling_ratio)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        (g_maps,) = torch.autograd.grad((want * weights).sum(), maps)
+        (g_rows,) = torch.autograd.grad((got * weights).sum(), rows)
+        assert g_rows.shape == rows.shape
+        torch.testing.assert_close(rows_to_maps(g_rows), g_maps, rtol=0, atol=1e-12)
+    small = torch.randn(2, 3, 4, 4, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    boxes = torch.tensor([[0, 0.5, 1.0, 3.0, 2.5], [1, 2.0, 0.0, 4.0, 3.0], [0, -1.0, -1.0, 3.0, 2.0]],
+                         dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: ps_roi_assemble_rows(t, boxes, 2, 5, 1.0, 2), (small,))
+    assert ps_roi_assemble_rows(small, boxes[:0], 2, 5).shape == (0, 8, 5, 5)

@@ -6,8 +6,41 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
 
-__all__ = ["RPNHead", "BorderAwareRPN", "build_rpn"]
+__all__ = ["RPNHead", "BorderAwareRPN", "build_rpn", "first_kept_nms"]
+
+
+def first_kept_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, k: int, block: int = 512) -> Tensor:
+    """``torchvision.ops.nms(boxes, scores, iou_threshold)[:k]``, the same indices in the same
+    order, without running the greedy suppression past the k-th kept box: the boxes are taken in
+    nms's order (scores descending, stable) ``block`` at a time; a block's boxes that overlap an
+    already kept box by IoU > threshold are dropped (box_iou computes nms's IoU, the same
+    arithmetic), the rest go through ``nms`` among themselves, and the loop stops once k boxes
+    are kept. The RPN keeps 300 of 6000 (the official test setting), so most of the 6000 are never
+    compared. (N, 4) boxes, (N,) scores -> (min(k, kept),) int64 indices."""
+    order = scores.sort(descending=True, stable=True)[1]
+    ranked = boxes[order]
+    kept: list[Tensor] = []
+    kept_boxes = ranked[:0]
+    count = 0
+    for start in range(0, len(order), block):
+        cand = ranked[start:start + block]
+        alive = torch.arange(len(cand), device=boxes.device)
+        if count:
+            alive = alive[~(box_iou(cand, kept_boxes) > iou_threshold).any(dim=1)]
+        if alive.numel():
+            # strictly decreasing stand-in scores: nms keeps the block's own (global) order
+            rank = -torch.arange(len(alive), dtype=torch.float32, device=boxes.device)
+            new = alive[nms(cand[alive], rank.to(cand.dtype), iou_threshold)] + start
+            kept.append(new)
+            kept_boxes = torch.cat([kept_boxes, ranked[new]])
+            count += len(new)
+        if count >= k:
+            break
+    if not kept:
+        return order[:0]
+    return order[torch.cat(kept)[:k]]
 
 
 class BorderAwareRPN(RegionProposalNetwork):
@@ -26,6 +59,32 @@ class BorderAwareRPN(RegionProposalNetwork):
         if self.training:
             self._image_sizes = list(images.image_sizes)
         return super().forward(images, features, targets)
+
+    def filter_proposals(self, proposals: Tensor, objectness: Tensor, image_shapes: list[tuple[int, int]],
+                         num_anchors_per_level: list[int]) -> tuple[list[Tensor], list[Tensor]]:
+        """torchvision's ``filter_proposals``; on the CPU with a single level (FCIS's one map) the
+        NMS stops at the ``post_nms_top_n``-th kept box (:func:`first_kept_nms`, the same boxes);
+        elsewhere (CUDA, several levels, tracing) torchvision's own."""
+        if (len(num_anchors_per_level) != 1 or proposals.device.type != "cpu" or torch.jit.is_tracing()
+                or torch.jit.is_scripting() or torch.compiler.is_compiling()):
+            return super().filter_proposals(proposals, objectness, image_shapes, num_anchors_per_level)
+        num_images = proposals.shape[0]
+        objectness = objectness.detach().reshape(num_images, -1)
+        top_n_idx = self._get_top_n_idx(objectness, num_anchors_per_level)
+        batch_idx = torch.arange(num_images, device=proposals.device)[:, None]
+        objectness_prob = torch.sigmoid(objectness[batch_idx, top_n_idx])
+        proposals = proposals[batch_idx, top_n_idx]
+        final_boxes, final_scores = [], []
+        for boxes, scores, img_shape in zip(proposals, objectness_prob, image_shapes):
+            boxes = clip_boxes_to_image(boxes, img_shape)
+            keep = remove_small_boxes(boxes, self.min_size)
+            boxes, scores = boxes[keep], scores[keep]
+            keep = torch.where(scores >= self.score_thresh)[0]
+            boxes, scores = boxes[keep], scores[keep]
+            keep = first_kept_nms(boxes, scores, self.nms_thresh, self.post_nms_top_n())
+            final_boxes.append(boxes[keep])
+            final_scores.append(scores[keep])
+        return final_boxes, final_scores
 
     def assign_targets_to_anchors(self, anchors: list[Tensor], targets: list[dict[str, Tensor]]
                                   ) -> tuple[list[Tensor], list[Tensor]]:

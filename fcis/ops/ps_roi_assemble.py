@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .ps_roi_gather import assemble_by_gather, roi_geometry, samples_per_bin
 from .ps_roi_pool_avg import ps_roi_pool_avg
 
-__all__ = ["ps_roi_assemble", "PSRoIAssemble", "boxes_to_rois"]
+__all__ = ["ps_roi_assemble", "ps_roi_assemble_rows", "rows_to_maps", "rows_layout_applies", "PSRoIAssemble", "boxes_to_rois"]
 
 
 def boxes_to_rois(boxes: Tensor | list[Tensor], like: Tensor | None = None) -> Tensor:
@@ -205,6 +205,48 @@ def ps_roi_assemble(
     order = torch.cat(piece_index, dim=0)
     out = values.new_zeros(num, g, ph * pw).index_copy(0, order, values)
     return out.view(num, g, ph, pw)
+
+
+def rows_layout_applies(input: Tensor, groups: int) -> bool:
+    """Whether :func:`ps_roi_assemble_rows` reads (N, H, W, k², ``groups``) rows of ``input``'s
+    dtype as they are (its fast gather path applies), so that a producer may write the maps in
+    that layout instead of (N, G·k², H, W)."""
+    return _gather_path_applies(input, groups)
+
+
+def rows_to_maps(rows: Tensor) -> Tensor:
+    """(N, H, W, k², G) rows -> the (N, G·k², H, W) maps of :func:`ps_roi_assemble` (a copy)."""
+    n, h, w, k2, g = rows.shape
+    return rows.permute(0, 4, 3, 1, 2).reshape(n, g * k2, h, w)
+
+
+def ps_roi_assemble_rows(
+    rows: Tensor,
+    boxes: Tensor | list[Tensor],
+    group_size: int,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+) -> Tensor:
+    """:func:`ps_roi_assemble` (mode "bilinear") of maps given as the fast path's table of rows:
+    ``rows`` (N, H, W, k², G) with ``rows[b, y, x, p, g] == maps[b, g·k² + p, y, x]``. The gather
+    reads this layout as it is, so neither the maps nor their gradient are copied (a 1×1
+    convolution written as a matmul produces it directly: ``FCISHead``). Same values and gradients
+    as ``ps_roi_assemble(rows_to_maps(rows), ...)``, which is what runs where the fast path does
+    not apply (fp16/bf16, tracing/export, < 8 groups). Returns (K, G, Ph, Pw)."""
+    k = int(group_size)
+    ph, pw = _pair(output_size)
+    if rows.dim() != 5 or rows.shape[3] != k * k:
+        raise ValueError(f"rows must be (N, H, W, k², G) with k² = {k * k}, got {tuple(rows.shape)}")
+    if ph < k or pw < k:
+        raise ValueError(f"output_size {(ph, pw)} must be at least group_size {k}")
+    n, h, w, _, g = rows.shape
+    if not _gather_path_applies(rows, g):
+        return ps_roi_assemble(rows_to_maps(rows), boxes, k, (ph, pw), spatial_scale, sampling_ratio)
+    rois = boxes_to_rois(boxes, rows).to(dtype=torch.promote_types(rows.dtype, torch.float32), device=rows.device)
+    if rois.shape[0] == 0 or h == 0 or w == 0:
+        return rows.new_zeros(rois.shape[0], g, ph, pw) + 0.0 * rows.sum()
+    return assemble_by_gather(rows.contiguous(), rois, k, ph, pw, spatial_scale, sampling_ratio)
 
 
 def _assemble_rois(maps: Tensor, x1: Tensor, y1: Tensor, bin_w: Tensor, bin_h: Tensor, gh: int, gw: int,

@@ -94,43 +94,51 @@ def _from_table(rows: Tensor, shape: tuple[int, int, int, int], k: int, channels
 
 
 class _GatherRows(torch.autograd.Function):
-    """``out[b] = Σ_l weights[b, l] · table[indices[b, l]]`` (B bags of L rows) -> (B, G), where
-    ``table`` is the (N, G·k², H, W) ``input`` laid out as rows (N·H·W·k², G). Backward: the
-    scatter-add of ``grad_out``'s rows into the table's rows with the same weights, written back
-    in ``input``'s own memory format (one copy; channels-last maps get channels-last gradients)."""
+    """``out[b] = Σ weights[l] · table[indices[l]]`` over the pairs l of bag b (bag b holds the
+    ``counts[b]`` pairs from ``offsets[b]``) -> (B, G). ``input`` is either the (N, G·k², H, W) maps,
+    laid out as the table of rows (N·H·W·k², G) here, or that table itself as (N, H, W, k², G)
+    rows (then no copy is made). Backward: the scatter-add of ``grad_out``'s rows into the table's
+    rows with the same weights, returned as rows, or for maps written back in ``input``'s own
+    memory format (one copy; channels-last maps get channels-last gradients)."""
 
     @staticmethod
-    def forward(ctx, input: Tensor, k: int, indices: Tensor, weights: Tensor) -> Tensor:
-        n, c, h, w = input.shape
-        g = c // (k * k)
-        table = _to_table(input, k)
-        bags, per_bag = indices.shape
-        flat = indices.flatten()
-        offsets = torch.arange(0, bags * per_bag, per_bag, dtype=flat.dtype, device=flat.device)
-        out = F.embedding_bag(flat, table, offsets, mode="sum", per_sample_weights=weights.flatten())
-        ctx.save_for_backward(flat, weights.flatten())
-        ctx.input_shape, ctx.k, ctx.per_bag = (n, g, h, w), k, per_bag
+    def forward(ctx, input: Tensor, k: int, indices: Tensor, offsets: Tensor, weights: Tensor,
+                counts: Tensor) -> Tensor:
+        if input.dim() == 5:
+            n, h, w, _, g = input.shape
+            table = input.reshape(-1, g)
+        else:
+            n, c, h, w = input.shape
+            g = c // (k * k)
+            table = _to_table(input, k)
+        out = F.embedding_bag(indices, table, offsets, mode="sum", per_sample_weights=weights)
+        ctx.save_for_backward(indices, weights, counts)
+        ctx.input_shape, ctx.k, ctx.rows = (n, g, h, w), k, input.dim() == 5
         ctx.channels_last = input.dim() == 4 and input.is_contiguous(memory_format=torch.channels_last) \
             and not input.is_contiguous()
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        indices, weights = ctx.saved_tensors
+        indices, weights, counts = ctx.saved_tensors
         grad_input = None
         if ctx.needs_input_grad[0]:
             n, g, h, w = ctx.input_shape
             k2 = ctx.k * ctx.k
             # The transposed gather: sort the (bag, row) pairs by row; each table row is then one
             # bag of the output-gradient rows that read it, with the same weights.
+            bags = torch.repeat_interleave(torch.arange(len(counts), device=indices.device,
+                                                        dtype=indices.dtype), counts)
             rows, order = torch.sort(indices)
-            cells = torch.div(order, ctx.per_bag, rounding_mode="floor").to(indices.dtype)
-            counts = torch.bincount(rows, minlength=n * h * w * k2)
-            offsets = (counts.cumsum(0) - counts).to(indices.dtype)
-            grad_table = F.embedding_bag(cells, grad_out.contiguous(), offsets, mode="sum",
+            per_row = torch.bincount(rows, minlength=n * h * w * k2)
+            row_offsets = (per_row.cumsum(0) - per_row).to(indices.dtype)
+            grad_table = F.embedding_bag(bags[order], grad_out.contiguous(), row_offsets, mode="sum",
                                          per_sample_weights=weights[order])
-            grad_input = _from_table(grad_table, (n, g * k2, h, w), ctx.k, ctx.channels_last)
-        return grad_input, None, None, None
+            if ctx.rows:
+                grad_input = grad_table.view(n, h, w, k2, g)
+            else:
+                grad_input = _from_table(grad_table, (n, g * k2, h, w), ctx.k, ctx.channels_last)
+        return grad_input, None, None, None, None, None
 
 
 def roi_geometry(rois: Tensor, spatial_scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -152,27 +160,36 @@ def samples_per_bin(roi_h: Tensor, roi_w: Tensor, ph: int, pw: int, sampling_rat
 
 def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, spatial_scale: float,
                        sampling_ratio: int) -> Tensor:
-    """``ps_roi_assemble`` for (N, G·k², H, W) ``input`` and (K, 5) ``rois`` (float32 or float64
-    coordinates) -> (K, G, ph, pw), laid out channels-last (strides (ph·pw·G, 1, pw·G, G))."""
-    n, c, h, w = input.shape
-    g = c // (k * k)
+    """``ps_roi_assemble`` for (N, G·k², H, W) maps ``input`` (or the same values already laid out
+    as the (N, H, W, k², G) table of rows: see :func:`fcis.ops.ps_roi_assemble_rows`) and (K, 5)
+    ``rois`` (float32 or float64 coordinates) -> (K, G, ph, pw), laid out channels-last (strides
+    (ph·pw·G, 1, pw·G, G))."""
+    if input.dim() == 5:
+        n, h, w, k2, g = input.shape
+    else:
+        n, c, h, w = input.shape
+        g = c // (k * k)
     num = rois.shape[0]
     with torch.no_grad():
         x1, y1, roi_w, roi_h = roi_geometry(rois, spatial_scale)
         grid_h, grid_w = samples_per_bin(roi_h, roi_w, ph, pw, sampling_ratio)
         ys, wy = _axis_weights(y1, roi_h / ph, grid_h, ph, h)        # (K, ph, Ly)
         xs, wx = _axis_weights(x1, roi_w / pw, grid_w, pw, w)        # (K, pw, Lx)
-        rows_i = torch.arange(ph, device=input.device) * k // ph
-        cols_j = torch.arange(pw, device=input.device) * k // pw
-        # Table row of (image b, pixel y, pixel x, position group p): ((b·H + y)·W + x)·k² + p.
-        row_part = ((rois[:, 0].long()[:, None, None] * h + ys) * w * k * k
-                    + (rows_i * k)[None, :, None])                              # (K, ph, Ly)
-        col_part = xs * (k * k) + cols_j[None, :, None]                         # (K, pw, Lx)
-        ly, lx = wy.shape[2], wx.shape[2]
         index_dtype = torch.int32 if n * h * w * k * k < 2 ** 31 else torch.long
-        indices = (row_part[:, :, None, :, None] + col_part[:, None, :, None, :]).to(index_dtype)
-        weights = (wy[:, :, None, :, None] * wx[:, None, :, None, :]).to(input.dtype)
-        indices = indices.view(num * ph * pw, ly * lx)
-        weights = weights.view(num * ph * pw, ly * lx)
-    out = _GatherRows.apply(input, k, indices, weights)                         # (K·ph·pw, G)
+        rows_i = torch.arange(ph, device=input.device, dtype=index_dtype) * k // ph
+        cols_j = torch.arange(pw, device=input.device, dtype=index_dtype) * k // pw
+        # Table row of (image b, pixel y, pixel x, position group p): ((b·H + y)·W + x)·k² + p.
+        row_part = ((rois[:, 0].to(index_dtype)[:, None, None] * h + ys.to(index_dtype)) * (w * k * k)
+                    + (rows_i * k)[None, :, None])                              # (K, ph, Ly)
+        col_part = xs.to(index_dtype) * (k * k) + cols_j[None, :, None]         # (K, pw, Lx)
+        ly, lx = wy.shape[2], wx.shape[2]
+        indices = (row_part[:, :, None, :, None] + col_part[:, None, :, None, :]).view(num * ph * pw, ly * lx)
+        weights = (wy[:, :, None, :, None] * wx[:, None, :, None, :]).to(input.dtype).view(num * ph * pw, ly * lx)
+        # Only the pairs of nonzero weight are gathered: a cell's samples often span fewer than
+        # L pixels per axis (two samples in one pixel), and a zero weight adds nothing.
+        keep = weights != 0
+        counts = keep.sum(dim=1)
+        offsets = (counts.cumsum(0) - counts).to(index_dtype)
+        indices, weights = indices.masked_select(keep), weights.masked_select(keep)
+    out = _GatherRows.apply(input, k, indices, offsets, weights, counts)       # (K·ph·pw, G)
     return out.view(num, ph, pw, g).permute(0, 3, 1, 2)

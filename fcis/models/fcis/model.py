@@ -22,6 +22,9 @@ from .targets import assign_targets, mask_targets
 
 __all__ = ["FCIS"]
 
+#: RoIs per chunk of OHEM's gradient-free scoring pass (bounds its transient memory).
+_OHEM_CHUNK = 128
+
 
 class FCIS(nn.Module):
     """Fully Convolutional Instance-aware Semantic Segmentation (Li et al., CVPR 2017).
@@ -93,15 +96,21 @@ class FCIS(nn.Module):
         weights = (cfg.cls_loss_weight, cfg.mask_loss_weight, cfg.box_loss_weight)
         if cfg.ohem:
             with torch.no_grad():
-                losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets,
-                                        masks, cfg.smooth_l1_beta)
-                total: Tensor = sum(w * loss for w, loss in zip(weights, losses))  # type: ignore[assignment]
+                # Per-RoI losses are independent: scored _OHEM_CHUNK RoIs at a time, so that the
+                # (RoIs, 2(C+1), P, P) logits of this gradient-free pass never exist all at once.
+                parts = []
+                for s in range(0, len(t.labels), _OHEM_CHUNK):
+                    part = slice(s, s + _OHEM_CHUNK)
+                    losses = per_roi_losses(self.head.score_rois(maps, t.rois[part]), t.labels[part],
+                                            t.box_targets[part], masks[part], cfg.smooth_l1_beta)
+                    parts.append(sum(w * loss for w, loss in zip(weights, losses)))
+                total: Tensor = torch.cat(parts) if parts else t.rois.new_zeros(0)  # type: ignore[arg-type]
                 index = select_hard(total, t.rois[:, 0], cfg.ohem_rois)
         else:
             index = select_random(t.labels, t.rois[:, 0], cfg.ohem_rois, cfg.random_fg_fraction)
         t, masks = t.select(index), masks[index]
-        losses = per_roi_losses(self.head.score_rois(maps, t.rois), t.labels, t.box_targets, masks,
-                                cfg.smooth_l1_beta)
+        losses = per_roi_losses(self.head.score_rois(maps, t.rois, release_maps=True), t.labels, t.box_targets,
+                                masks, cfg.smooth_l1_beta)
         return reduce_losses(*losses, t.labels, weights, cfg.mask_loss_normalization,
                              balance_cls=cfg.cls_loss_balance)
 

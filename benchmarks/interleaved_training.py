@@ -1,0 +1,68 @@
+"""Interleaved training steps (benchmarks/SPEED.md, command F), one torch thread.
+
+``fcis_resnet50`` and ``maskrcnn_resnet50_fpn`` (or two named models) take training steps
+alternately in one process on the same two 600×800 images (or H×W) with three rectangles each
+(random weights, 80 classes, SGD as the throughput section: benchmarks/training.py); the ratio of each adjacent pair of steps is taken
+(Mask R-CNN's step time over FCIS's = FCIS's images/s over Mask R-CNN's) and their median
+reported, which a shared machine's load swings move much less than two separate runs. Peak memory
+needs a process per model: that stays with the throughput section.
+
+    python benchmarks/interleaved_training.py [PAIRS]     # default 3 pairs, after one warm-up step each
+    python benchmarks/interleaved_training.py 3 fcis_resnet18 maskrcnn_resnet18_fpn 256 320   # the small setting
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import build, random_image, synthetic_target  # noqa: E402
+
+
+def main(pairs: int = 3, fcis: str = "fcis_resnet50", maskrcnn: str = "maskrcnn_resnet50_fpn",
+         height: int = 600, width: int = 800) -> float:
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    images = [random_image(height, width, seed=i + 1) for i in range(2)]
+    targets = [synthetic_target(height, width, 80) for _ in range(2)]
+    models, optimizers = {}, {}
+    for name in (fcis, maskrcnn):
+        torch.manual_seed(0)
+        models[name] = build(name, 80, min_size=min(height, width), max_size=max(height, width)).train()
+        params = [p for p in models[name].parameters() if p.requires_grad]
+        optimizers[name] = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=5e-4)
+
+    def step(name: str) -> None:
+        losses = models[name](images, targets)
+        loss = sum(losses.values())
+        optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()                                                  # type: ignore[union-attr]
+        optimizers[name].step()
+
+    for name in models:                                                   # warm-up
+        step(name)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i in range(pairs):
+        for name in models:
+            start = time.perf_counter()
+            step(name)
+            times[name].append(time.perf_counter() - start)
+        f, m = (times[n][-1] for n in models)
+        print(f"pair {i}: fcis {f:.1f} s, maskrcnn {m:.1f} s, images/s ratio {m / f:.2f}", flush=True)
+    f_t, m_t = times.values()
+    ratios = [m / f for f, m in zip(f_t, m_t)]
+    print(f"median step fcis {statistics.median(f_t):.1f} s, maskrcnn {statistics.median(m_t):.1f} s, "
+          f"median pair images/s ratio FCIS / Mask R-CNN {statistics.median(ratios):.2f} "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f})")
+    return statistics.median(ratios)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(int(args[0]) if args else 3, *args[1:3], *(int(a) for a in args[3:5]))
