@@ -7,22 +7,27 @@ alternately in one process on the same two 600×800 images (or H×W) with three 
 reported, which a shared machine's load swings move much less than two separate runs. Peak memory
 needs a process per model: that stays with the throughput section.
 
-    python benchmarks/interleaved_training.py [PAIRS]     # default 3 pairs, after one warm-up step each
-    python benchmarks/interleaved_training.py 3 fcis_resnet18 maskrcnn_resnet18_fpn 256 320   # the small setting
+    python -m benchmarks.interleaved_training [PAIRS]     # default 3 pairs, after one warm-up step each
+    python -m benchmarks.interleaved_training 3 fcis_resnet18 maskrcnn_resnet18_fpn 256 320   # the small setting
+    (python benchmarks/interleaved_training.py ... too)
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__" and not __package__:  # `python benchmarks/interleaved_training.py`: run as the module
+    _path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.getenv("PYTHONPATH")) if p)
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.interleaved_training", *sys.argv[1:]],
+              {**os.environ, "PYTHONPATH": _path})
+
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import build, random_image, synthetic_target  # noqa: E402
+from .common import build, random_image, synthetic_target
 
 
 def main(pairs: int = 3, fcis: str = "fcis_resnet50", maskrcnn: str = "maskrcnn_resnet50_fpn",
