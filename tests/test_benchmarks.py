@@ -199,3 +199,15 @@ def test_real_photos_section_is_opt_in_and_renders_its_table():
     assert bullets == ["**The bare `fcis train`, PennFudanPed** (300 iterations from random weights): mask AP 26.8 "
                        "against 0.1 with the defaults it replaced, mAP^r@0.5 71.7 against 1.0."]
     assert "--only real_photos" in report._real_photos(None)
+
+
+def test_report_names_each_later_partial_run():
+    from benchmarks import report
+
+    results = {"meta": {"started": "2026-11-21T13:15:39+00:00",
+                        "updates": [{"started": "2026-12-02T01:14:52+00:00", "duration_s": 378.0,
+                                     "sections": ["latency", "roi"], "command": "python -m benchmarks.run --only latency,roi"}]},
+               "roi_scaling": {"error": "x", "measured": {"machine": {"cpu_busy_before_start": 0.03}}}}
+    md = report.render(results, {})
+    assert ("- Re-measured from 2026-12-02T01:14:52+00:00 (6.3 min): latency, roi, by "
+            "`python -m benchmarks.run --only latency,roi`; other processes' CPU use before it 3%") in md
