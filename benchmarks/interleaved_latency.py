@@ -54,4 +54,8 @@ def main(pairs: int = 5) -> float:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pairs", nargs="?", type=int, default=5, help="interleaved pairs to time (default 5)")
+    main(parser.parse_args().pairs)
