@@ -161,6 +161,23 @@ def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: str = "
     return {"median": statistics.median(times), "times": times}
 
 
+def alternate(calls: dict[str, Callable[[], Any]], rounds: int,
+              line: Callable[[int, list[float]], str]) -> dict[str, list[float]]:
+    """Each of ``calls`` once, untimed, then ``rounds`` rounds calling each in turn, timed: seconds
+    per call by name. After each round ``line(round, its times in calls' order)`` is printed. A
+    shared machine's load swings move the ratio within a round far less than separate medians."""
+    for fn in calls.values():                                            # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+        print(line(i, [t[-1] for t in times.values()]), flush=True)
+    return times
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

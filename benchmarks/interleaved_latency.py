@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # `python benchmarks/interleaved_latency.py`: run as the module
@@ -23,7 +22,7 @@ if __name__ == "__main__" and not __package__:  # `python benchmarks/interleaved
 
 import torch
 
-from .common import build, calibrate_bn, forced_detections_overrides, random_image
+from .common import alternate, build, calibrate_bn, forced_detections_overrides, random_image
 
 
 def main(pairs: int = 5) -> float:
@@ -35,17 +34,9 @@ def main(pairs: int = 5) -> float:
         model = build(name, 80, min_size=600, max_size=1000, **forced_detections_overrides(name, 100)).eval()
         calibrate_bn(model, image)
         models[name] = model
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
-        for model in models.values():                                     # warm-up
-            model([image])
-        for i in range(pairs):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model([image])
-                times[name].append(time.perf_counter() - start)
-            f, m = (times[n][-1] for n in models)
-            print(f"pair {i}: fcis {f:.2f} s, maskrcnn {m:.2f} s, ratio {f / m:.2f}", flush=True)
+        times = alternate({name: (lambda m=model: m([image])) for name, model in models.items()}, pairs,
+                          lambda i, t: f"pair {i}: fcis {t[0]:.2f} s, maskrcnn {t[1]:.2f} s, ratio {t[0] / t[1]:.2f}")
     f_t, m_t = times.values()
     ratios = [a / b for a, b in zip(f_t, m_t)]
     print(f"median fcis {statistics.median(f_t):.2f} s, maskrcnn {statistics.median(m_t):.2f} s, "

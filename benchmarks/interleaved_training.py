@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # `python benchmarks/interleaved_training.py`: run as the module
@@ -27,7 +26,7 @@ if __name__ == "__main__" and not __package__:  # `python benchmarks/interleaved
 
 import torch
 
-from .common import build, random_image, synthetic_target
+from .common import alternate, build, random_image, synthetic_target
 
 
 def main(pairs: int = 3, fcis: str = "fcis_resnet50", maskrcnn: str = "maskrcnn_resnet50_fpn",
@@ -50,16 +49,8 @@ def main(pairs: int = 3, fcis: str = "fcis_resnet50", maskrcnn: str = "maskrcnn_
         loss.backward()                                                  # type: ignore[union-attr]
         optimizers[name].step()
 
-    for name in models:                                                   # warm-up
-        step(name)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(pairs):
-        for name in models:
-            start = time.perf_counter()
-            step(name)
-            times[name].append(time.perf_counter() - start)
-        f, m = (times[n][-1] for n in models)
-        print(f"pair {i}: fcis {f:.1f} s, maskrcnn {m:.1f} s, images/s ratio {m / f:.2f}", flush=True)
+    times = alternate({name: (lambda n=name: step(n)) for name in models}, pairs,
+                      lambda i, t: f"pair {i}: fcis {t[0]:.1f} s, maskrcnn {t[1]:.1f} s, images/s ratio {t[1] / t[0]:.2f}")
     f_t, m_t = times.values()
     ratios = [m / f for f, m in zip(f_t, m_t)]
     print(f"median step fcis {statistics.median(f_t):.1f} s, maskrcnn {statistics.median(m_t):.1f} s, "

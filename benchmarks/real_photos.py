@@ -23,14 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from .accuracy import default_data_root, prepare_pennfudan
+from .common import FULL
 
 #: The training defaults before issue 11, as ``fcis train`` flags.
 OLD_DEFAULTS = ["--optimizer", "sgd", "--lr", "0.001", "--weight-decay", "0.0005", "--warmup-iters", "500",
@@ -42,39 +42,23 @@ SIZES = {"pennfudan": (320, 512), "balloon": (384, 640)}
 
 
 def prepare(name: str, data_root: Path, work: Path) -> tuple[Path, Path]:
-    """COCO train/val JSONs of ``name`` under ``work``."""
-    folder = work / name
-    folder.mkdir(parents=True, exist_ok=True)
+    """COCO train/val JSONs of ``name`` under ``work``: PennFudanPed on section 4's fixed split
+    (``accuracy.prepare_pennfudan``), balloon on its own train/val folders."""
     if name == "pennfudan":
-        return pennfudan_split(data_root / "PennFudanPed", folder)
+        penn = prepare_pennfudan(FULL, work, data_root)
+        if penn is None:
+            raise FileNotFoundError(f"no PennFudanPed/PNGImages and PedMasks under {data_root}")
+        return penn["train"], penn["val"]
     from fcis.data.convert import convert_via
 
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
     out = []
     for split in ("train", "val"):
         src = data_root / "balloon" / split
         out.append(convert_via(src / "via_region_data.json", folder / f"{split}.json", image_dir=src,
                                category="balloon"))
     return out[0], out[1]
-
-
-def pennfudan_split(src: Path, folder: Path, train_images: int = 130, seed: int = 0) -> tuple[Path, Path]:
-    """The benchmarks' fixed PennFudanPed split (as accuracy.py): sorted names shuffled by
-    ``random.Random(seed)``, the first ``train_images`` for training, the rest held out."""
-    from fcis.data.convert import convert_instance_masks
-
-    everything = json.loads(convert_instance_masks(src / "PNGImages", src / "PedMasks", folder / "all.json",
-                                                   category="pedestrian").read_text())
-    images = sorted(everything["images"], key=lambda im: Path(im["file_name"]).name)
-    order = list(range(len(images)))
-    random.Random(seed).shuffle(order)
-    paths = []
-    for split, idx in (("train", order[:train_images]), ("val", order[train_images:])):
-        keep = {images[i]["id"] for i in idx}
-        data = {**everything, "images": [im for im in everything["images"] if im["id"] in keep],
-                "annotations": [a for a in everything["annotations"] if a["image_id"] in keep]}
-        (folder / f"{split}.json").write_text(json.dumps(data))
-        paths.append(folder / f"{split}.json")
-    return paths[0], paths[1]
 
 
 def fcis(*args: str, log: Path) -> float:
@@ -131,7 +115,7 @@ def summarise(record: dict[str, Any]) -> str:
 
 def run(budget: Any, work: Path, data_root: Path | None) -> dict[str, Any]:
     """Section 8 of ``benchmarks.run``: both datasets, both variants, the budget's iterations."""
-    data_root = Path(data_root) if data_root else REPO.parent / "shared" / "data"
+    data_root = Path(data_root) if data_root else default_data_root()
     iterations = {"pennfudan": budget.real_penn_iterations, "balloon": budget.real_balloon_iterations}
     out: dict[str, Any] = {"settings": settings(budget.real_model, iterations), "datasets": {}}
     for name in ("pennfudan", "balloon"):
@@ -154,12 +138,15 @@ def settings(model: str, iterations: dict[str, int]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--data", type=Path, default=None, help="folder holding PennFudanPed/ and balloon/ "
+                   "(default: $FCIS_SHARED_DATA or ../shared/data)")
     p.add_argument("--datasets", nargs="+", default=["pennfudan", "balloon"], choices=sorted(SIZES))
     p.add_argument("--variants", nargs="+", default=["bare", "old_defaults"], choices=["bare", "old_defaults"])
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--model", default="fcis_resnet18")
     args = p.parse_args(argv)
+    if args.data is None:
+        args.data = default_data_root()
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "real_photos.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}

@@ -503,10 +503,6 @@ def _real_photos(sec_: dict | None) -> str:
             "the model itself is today's in both.\n\n" + table(sec_))
 
 
-#: ``--only`` names of the sections whose results key differs.
-SECTION_KEYS = {"roi": "roi_scaling"}
-
-
 def _minutes(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min" if _ok(seconds) else "?"
 
@@ -550,9 +546,9 @@ def render(results: dict, plots: dict[str, str], reading: list[str] | None = Non
                          f"start/end on {cpus} CPUs, other processes included): the absolute timings of this run are "
                          f"not representative; ratios suffer less" + threads_note)
     for up in meta.get("updates") or []:   # later runs of some sections (`--only`) over this one
-        busy = next((sec_["measured"]["machine"].get("cpu_busy_before_start") for key in up.get("sections") or []
-                     if isinstance(sec_ := results.get(SECTION_KEYS.get(key, key)), dict)
-                     and isinstance(sec_.get("measured"), dict) and sec_["measured"].get("machine")), None)
+        busy = next((m["machine"].get("cpu_busy_before_start") for sec_ in results.values()
+                     if isinstance(sec_, dict) and isinstance(m := sec_.get("measured"), dict)
+                     and m.get("date") == up.get("started") and m.get("machine")), None)
         lines.append(f"- Re-measured from {up.get('started', '?')} ({_minutes(up.get('duration_s'))}): "
                      f"{', '.join(up.get('sections') or [])}, by `{up.get('command', '?')}`"
                      + (f"; other processes' CPU use before it {100 * busy:.0f}%" if _ok(busy) else ""))

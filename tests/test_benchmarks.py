@@ -207,7 +207,8 @@ def test_report_names_each_later_partial_run():
     results = {"meta": {"started": "2026-11-21T13:15:39+00:00",
                         "updates": [{"started": "2026-12-02T01:14:52+00:00", "duration_s": 378.0,
                                      "sections": ["latency", "roi"], "command": "python -m benchmarks.run --only latency,roi"}]},
-               "roi_scaling": {"error": "x", "measured": {"machine": {"cpu_busy_before_start": 0.03}}}}
+               "roi_scaling": {"error": "x", "measured": {"date": "2026-12-02T01:14:52+00:00",
+                                                           "machine": {"cpu_busy_before_start": 0.03}}}}
     md = report.render(results, {})
     assert ("- Re-measured from 2026-12-02T01:14:52+00:00 (6.3 min): latency, roi, by "
             "`python -m benchmarks.run --only latency,roi`; other processes' CPU use before it 3%") in md

@@ -125,3 +125,9 @@ class TwoStageConfig(ModelConfig):
     rpn_post_nms_top_n_test: int = 1000
     roi_fg_iou: float = 0.5
     box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.anchor_sizes = (*self.anchor_sizes,)   # lists (JSON, --set) back to tuples
+        self.aspect_ratios = (*self.aspect_ratios,)
+        self.box_coder_weights = (*self.box_coder_weights,)  # type: ignore[assignment]

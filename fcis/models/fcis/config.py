@@ -125,6 +125,3 @@ class FCISConfig(TwoStageConfig):
                              f"got {self.mask_loss_normalization!r}")
         if self.score_maps not in ("joint", "separate"):
             raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
-        self.anchor_sizes = tuple(self.anchor_sizes)
-        self.aspect_ratios = tuple(self.aspect_ratios)
-        self.box_coder_weights = (*self.box_coder_weights,)

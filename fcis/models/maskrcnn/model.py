@@ -75,6 +75,7 @@ def _windows(det: dict[str, Tensor], size: tuple[int, int], original: tuple[int,
     """torchvision's ``paste_masks_in_image`` (padding 1, box expanded to match, bilinear resize
     to the integer box) one mask at a time, keeping only the part inside the image."""
     keep = det["scores"] >= score_threshold
+    labels, scores = det["labels"][keep].tolist(), det["scores"][keep].tolist()
     boxes = resize_boxes(det["boxes"][keep], size, original)
     masks, scale = expand_masks(det["masks"][keep], padding=1)
     int_boxes = expand_boxes(boxes, scale).to(torch.int64)
@@ -85,5 +86,4 @@ def _windows(det: dict[str, Tensor], size: tuple[int, int], original: tuple[int,
         mask = F.interpolate(masks[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         wx0, wx1, wy0, wy1 = max(x0, 0), min(x1 + 1, width), max(y0, 0), min(y1 + 1, height)
         window = mask[wy0 - y0:max(wy1, wy0) - y0, wx0 - x0:max(wx1, wx0) - x0]
-        yield MaskWindow(boxes[k], int(det["labels"][keep][k]), float(det["scores"][keep][k]), window, wx0, wy0,
-                         original)
+        yield MaskWindow(boxes[k], int(labels[k]), float(scores[k]), window, wx0, wy0, original)
