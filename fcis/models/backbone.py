@@ -12,6 +12,8 @@ from torchvision.models import resnet
 from torchvision.models._api import WeightsEnum
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .fast_resnet import BatchNormFolder, cpu_channels_last, run_resnet_modules
+
 __all__ = ["ResNetC4C5", "build_resnet", "load_backbone_weights", "BackboneWeights"]
 
 BackboneWeights: TypeAlias = WeightsEnum | str | os.PathLike | None
@@ -115,7 +117,9 @@ class ResNetC4C5(nn.Module):
     """Runs a ResNet up to conv4 (stride 16) and conv5 (stride 16 when dilated, else 32); with
     ``build_resnet(..., dilate_conv4=True)`` both are at stride 8.
 
-    forward(x: (N, 3, H, W)) -> (c4: (N, C4, H/16, W/16), c5: (N, C5, H/16, W/16))
+    forward(x: (N, 3, H, W)) -> (c4: (N, C4, H/16, W/16), c5: (N, C5, H/16, W/16)); on the CPU
+    both come channels-last, and at inference BatchNorm is folded into the convolutions
+    (:mod:`fcis.models.fast_resnet`).
     """
 
     def __init__(self, net: resnet.ResNet) -> None:
@@ -127,7 +131,11 @@ class ResNetC4C5(nn.Module):
         block = net.layer4[-1]
         self.c5_channels = (block.conv3 if hasattr(block, "conv3") else block.conv2).out_channels
         self.c4_channels = self.c5_channels // 2
+        self._bn_folder = BatchNormFolder()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        c4 = self.body(x)
-        return c4, self.layer4(c4)
+        x = cpu_channels_last(x)
+        fold = BatchNormFolder.applies(self)
+        c4, _ = run_resnet_modules(self.body.named_children(), x, self._bn_folder, fold)
+        c5, _ = run_resnet_modules([("layer4", self.layer4)], c4, self._bn_folder, fold)
+        return c4, c5

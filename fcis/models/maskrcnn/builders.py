@@ -8,6 +8,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 
 from ..backbone import BackboneWeights, build_resnet
 from ..builder_config import builder_config
+from ..fast_resnet import ResNetLayerGetter
 from .config import MaskRCNNConfig
 from .model import MaskRCNN
 
@@ -23,7 +24,10 @@ def _maskrcnn(depth: int, num_classes: int, weights_backbone: BackboneWeights,
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=False,
                        frozen_bn=True, trainable_layers=config.trainable_layers)
     trainable = config.trainable_layers if pretrained else 5
-    return MaskRCNN(config, _resnet_fpn_extractor(net, trainable))
+    backbone = _resnet_fpn_extractor(net, trainable)
+    # Channels-last on the CPU and BatchNorm folded at inference, as FCIS's ResNet (fast_resnet.py).
+    backbone.body = ResNetLayerGetter.replacing(backbone.body)
+    return MaskRCNN(config, backbone)
 
 
 def maskrcnn_resnet18_fpn(*, num_classes: int, weights_backbone: BackboneWeights = None,
