@@ -157,6 +157,33 @@ def test_tight_boxes_match_a_loop_reference():
     assert masks_to_boxes_or_keep(masks[:0], boxes[:0], 0.4).shape == (0, 4)
 
 
+@pytest.mark.parametrize("voting", [True, False])
+def test_select_detections_boxes_are_the_voted_masks_tight_boxes(voting):
+    """select_detections finds each tight box inside its mask's window; the result equals
+    masks_to_boxes_or_keep over the full-image masks (the voted boxes), or the candidates' own
+    boxes without voting; and detect_windows' path gives the same boxes."""
+    from fcis.models.fcis.inference import select_detection_windows, select_detections
+
+    gen = torch.Generator().manual_seed(3)
+    cfg = FCISConfig(num_classes=3, mask_voting=voting, score_thresh=0.0)
+    xy = torch.rand(40, 2, generator=gen) * 60
+    boxes = torch.cat([xy, xy + 5 + torch.rand(40, 2, generator=gen) * 30], dim=1)
+    probs = torch.rand(40, 4, generator=gen).softmax(-1)
+    masks = torch.rand(40, 4, 21, 21, generator=gen) ** 3                # many pixels below 0.4
+    masks[:5] = 0.0                                                     # masks with nothing set
+    out = select_detections(boxes, probs, masks, (80, 100), cfg)
+    assert len(out["boxes"]) > 10
+    if voting:                      # -1 marks an empty mask, whose detection keeps its own box
+        want = masks_to_boxes_or_keep(out["masks"][:, 0], -torch.ones(len(out["boxes"]), 4), cfg.mask_threshold)
+        tight = want[:, 0] >= 0
+        assert bool(tight.any())
+        torch.testing.assert_close(out["boxes"][tight], want[tight], rtol=0, atol=0)
+    else:
+        assert all(bool((boxes == b).all(dim=1).any()) for b in out["boxes"])
+    windows = list(select_detection_windows(boxes, probs, masks, (80, 100), cfg))
+    torch.testing.assert_close(torch.stack([w.box for w in windows]), out["boxes"], rtol=0, atol=0)
+
+
 def test_config_defaults_are_the_papers():
     c = FCISConfig()
     assert (c.group_size, c.mask_size, c.head_channels) == (7, 21, 1024)

@@ -124,10 +124,11 @@ def mask_window_to_rle(det: MaskWindow, threshold: float) -> dict:
 
 def tight_window_box(binary: Tensor, x0: int, y0: int) -> Tensor | None:
     """xyxy pixel-edge box (float32) of a bool window at (x0, y0), or None when it is empty."""
-    ys, xs = torch.nonzero(binary, as_tuple=True)
-    if ys.numel() == 0:
+    rows = torch.nonzero(binary.any(dim=1)).flatten()          # the set rows, then columns
+    if rows.numel() == 0:
         return None
-    return torch.stack([xs.min() + x0, ys.min() + y0, xs.max() + 1 + x0, ys.max() + 1 + y0]).to(torch.float32)
+    cols = torch.nonzero(binary.any(dim=0)).flatten()
+    return torch.stack([cols[0] + x0, rows[0] + y0, cols[-1] + 1 + x0, rows[-1] + 1 + y0]).to(torch.float32)
 
 
 def windows_from_outputs(output: dict[str, Tensor]) -> list[MaskWindow]:

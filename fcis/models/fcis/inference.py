@@ -10,7 +10,7 @@ from torchvision.ops import batched_nms
 
 from ..mask_paste import MaskWindow, tight_window_box
 from .config import FCISConfig
-from .mask_voting import masks_to_boxes_or_keep, vote_masks, voted_windows
+from .mask_voting import voted_windows
 
 __all__ = ["select_detections", "select_detection_windows"]
 
@@ -36,11 +36,19 @@ def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
     keep = batched_nms(boxes[cand], flat_scores, cls, cfg.nms_iou)[: cfg.detections_per_img]
     cand, labels, det_scores = cand[keep], cls[keep] + 1, flat_scores[keep]
     det_boxes = boxes[cand]
-    masks = vote_masks(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
-                       iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
-                       kept_index=cand, binarize=cfg.mask_threshold if cfg.voting_binarize else None)
-    if cfg.mask_voting:
-        det_boxes = masks_to_boxes_or_keep(masks, det_boxes, cfg.mask_threshold)
+    height, width = image_size
+    masks = class_probs.new_zeros(len(det_boxes), height, width)
+    for n, frame, voted in voted_windows(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
+                                         iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
+                                         kept_index=cand,
+                                         binarize=cfg.mask_threshold if cfg.voting_binarize else None):
+        masks[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
+        if cfg.mask_voting:
+            # The tight box of the voted mask, found in its window (zero outside it): as
+            # masks_to_boxes_or_keep over the full-image masks, reading only the windows.
+            tight = tight_window_box(voted >= cfg.mask_threshold, frame[0], frame[1])
+            if tight is not None:
+                det_boxes[n] = tight.to(det_boxes.dtype)
     return {"boxes": det_boxes, "labels": labels, "scores": det_scores, "masks": masks[:, None]}
 
 
