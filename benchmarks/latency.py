@@ -7,9 +7,10 @@ add up to that repeat's total, and the piecewise detections are checked against 
 FCIS stages: ``model.transform``, ``model.backbone`` (ResNet to conv5), ``model.rpn``,
 ``model.head`` (1×1 convs to the score maps), ``model.score_candidates`` (assembling and scoring of
 the 300 proposals and of the 300 refined boxes), NMS + top-k (``select_detections``' first half),
-mask voting (``vote_masks``) split into its pasting (every ``paste_masks_in_frame`` call inside it,
-timed through a wrapper put in ``fcis.models.fcis.mask_voting`` for the measurement) and the rest,
-and the tight boxes of the voted masks (``masks_to_boxes_or_keep``).
+mask voting (``voted_windows``, each window written into the full-image masks) split into its
+pasting (every ``paste_masks_in_frame`` call inside it, timed through a wrapper put in
+``fcis.models.fcis.mask_voting`` for the measurement), the tight boxes of the voted masks (found in
+each window, ``tight_window_box``) and the rest.
 
 Mask R-CNN stages (torchvision's ``GeneralizedRCNN``/``RoIHeads`` pieces): transform, backbone+FPN,
 RPN, box head (MultiScaleRoIAlign + TwoMLPHead + predictor on the 1000 proposals), box
@@ -97,7 +98,8 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
     from torchvision.models.detection.transform import resize_boxes
     from torchvision.ops import batched_nms
 
-    from fcis.models.fcis.mask_voting import masks_to_boxes_or_keep, vote_masks
+    from fcis.models.fcis.mask_voting import voted_windows
+    from fcis.models.mask_paste import tight_window_box
 
     cfg = model.config
     original = tuple(image.shape[-2:])
@@ -120,18 +122,24 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
         keep = batched_nms(boxes[cand], flat, cls, cfg.nms_iou)[: cfg.detections_per_img]
         cand, labels, det_scores = cand[keep], cls[keep] + 1, flat[keep]
         det_boxes = boxes[cand]
-    paste = StageTimer(timer.device)
+    paste, tight = StageTimer(timer.device), StageTimer(timer.device)
     with timer("voting total"), _timed_pasting(paste):
-        masks = vote_masks(det_boxes, labels, boxes, probs, mask_probs, original, iou=cfg.voting_iou,
-                           min_score=cfg.score_thresh, voting=cfg.mask_voting, kept_index=cand,
-                           binarize=cfg.mask_threshold if cfg.voting_binarize else None)
-    pasting = paste.times.get("pasting", 0.0)
+        masks = probs.new_zeros(len(det_boxes), *original)
+        for n, frame, voted in voted_windows(det_boxes, labels, boxes, probs, mask_probs, original,
+                                             iou=cfg.voting_iou, min_score=cfg.score_thresh,
+                                             voting=cfg.mask_voting, kept_index=cand,
+                                             binarize=cfg.mask_threshold if cfg.voting_binarize else None):
+            masks[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
+            if cfg.mask_voting:
+                with tight("tight boxes"):
+                    box = tight_window_box(voted >= cfg.mask_threshold, frame[0], frame[1])
+                    if box is not None:
+                        det_boxes[n] = box.to(det_boxes.dtype)
+    pasting, tight_boxes = paste.times.get("pasting", 0.0), tight.times.get("tight boxes", 0.0)
     total = timer.times.pop("voting total")
     timer.add("pasting (inside voting)", pasting)
-    timer.add("mask voting (without its pasting)", total - pasting)
-    with timer("tight boxes"):
-        if cfg.mask_voting:
-            det_boxes = masks_to_boxes_or_keep(masks, det_boxes, cfg.mask_threshold)
+    timer.add("tight boxes", tight_boxes)
+    timer.add("mask voting (without its pasting)", total - pasting - tight_boxes)
     return {"boxes": det_boxes, "labels": labels, "scores": det_scores, "masks": masks[:, None]}
 
 

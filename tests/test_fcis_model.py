@@ -332,3 +332,24 @@ def test_mean_of_max_matches_torch_maximum_with_ties():
     conv = torch.nn.functional.conv2d(x, w, b)                                # (N, (class, io, p), H, W)
     want = conv.view(2, 2, 2, 4, 6).permute(0, 4, 3, 2, 1).reshape(2, 6, 16)  # (N, H·W, (p, io, class))
     torch.testing.assert_close(_RowsLinear.apply(x, w, b, 2, 4), want, rtol=0, atol=1e-12)
+
+
+def test_scores_after_releasing_the_maps_take_the_mean_of_max_path(model):
+    """Training's gradient pass releases the maps as it assembles (release_maps=True); its class
+    logits still come from the hand-written mean of max (not autograd's torch.maximum, which was
+    the slow path taken by mistake), with the same values and gradients."""
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    c5 = torch.rand(1, model.backbone.c5_channels, 6, 8, generator=gen)
+    rois = torch.tensor([[0.0, 4.0, 8.0, 60.0, 70.0], [0.0, 20.0, 10.0, 90.0, 40.0]])
+    results = []
+    for release in (False, True):
+        maps = model.head(c5)
+        scores = model.head.score_rois(maps, rois, release_maps=release)
+        assert scores.class_logits.grad_fn.name() == "_MeanOfMaxBackward"
+        assert (maps.inside_outside_rows is None) == release
+        model.zero_grad(set_to_none=True)
+        (scores.class_logits.square().sum() + scores.mask_logits.sum()).backward()
+        results.append((scores.class_logits.detach(), model.head.inside_outside.weight.grad.clone()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -165,7 +165,8 @@ class FCISHead(nn.Module):
         they are released once assembled (``ScoreMaps.release_inside_outside``)."""
         cfg, k, p = self.cfg, self.cfg.group_size, self.cfg.mask_size
         num, classes = rois.shape[0], cfg.num_classes + 1
-        if maps.inside_outside_rows is not None:
+        rows_layout = maps.inside_outside_rows is not None       # (read before the maps are released)
+        if rows_layout:
             # groups ordered (inside/outside, class): the inside and outside scores of a cell are
             # two contiguous runs of C+1 values.
             assembled = ps_roi_assemble_rows(maps.inside_outside_rows, rois, k, p, self.spatial_scale,
@@ -177,7 +178,7 @@ class FCISHead(nn.Module):
             assembled = ps_roi_assemble(maps.inside_outside, rois, k, p, self.spatial_scale, cfg.sampling_ratio,
                                         mode=cfg.assemble_mode)
             mask_logits = assembled.view(num, classes, 2, p, p)
-        if maps.detection is None and maps.inside_outside_rows is not None:
+        if maps.detection is None and rows_layout:
             class_logits = _MeanOfMax.apply(mask_logits)
         elif maps.detection is None:
             # max(inside, outside) as an elementwise maximum: the same values and gradients as
