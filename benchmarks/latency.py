@@ -242,20 +242,21 @@ def _pasting_only(model, image, budget: Budget, device: str) -> float:
         captured = {}
         with torch.no_grad():
             from fcis.models.fcis import inference
+            from fcis.models.fcis.mask_voting import vote_masks
 
-            original = inference.vote_masks
+            original = inference.voted_windows
 
-            def capture(*args, **kwargs):
+            def capture(*args, **kwargs):      # vote_masks takes voted_windows' arguments
                 captured["call"] = (args, kwargs)
                 return original(*args, **kwargs)
 
-            inference.vote_masks = capture
+            inference.voted_windows = capture
             try:
                 model([image])
             finally:
-                inference.vote_masks = original
+                inference.voted_windows = original
             args, kwargs = captured["call"]
-            t = timeit(lambda: original(*args, **kwargs), budget.repeats, budget.warmup, device)
+            t = timeit(lambda: vote_masks(*args, **kwargs), budget.repeats, budget.warmup, device)
         return t["median"]
     finally:
         cfg.mask_voting = voting
