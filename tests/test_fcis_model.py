@@ -353,3 +353,32 @@ def test_scores_after_releasing_the_maps_take_the_mean_of_max_path(model):
         results.append((scores.class_logits.detach(), model.head.inside_outside.weight.grad.clone()))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_detection_scores_equal_score_rois(model, monkeypatch):
+    """Inference scores RoIs in chunks, reduced at once (class logits; mask logits as inside -
+    outside): the values of score_rois, chunk boundaries or not; with autograd on it is score_rois."""
+    import fcis.models.fcis.head as head_module
+
+    model.eval()
+    gen = torch.Generator().manual_seed(1)
+    c5 = torch.rand(2, model.backbone.c5_channels, 6, 8, generator=gen)
+    xy = torch.rand(37, 2, generator=gen) * 80
+    rois = torch.cat([torch.randint(0, 2, (37, 1), generator=gen).float(), xy,
+                      xy + 8 + torch.rand(37, 2, generator=gen) * 40], dim=1)
+    with torch.no_grad():
+        maps = model.head(c5)
+        want = model.head.score_rois(maps, rois)
+        for chunk in (16, 5):
+            monkeypatch.setattr(head_module, "_DETECT_CHUNK", chunk)
+            got = model.head.score_rois_for_detection(maps, rois)
+            torch.testing.assert_close(got.class_logits, want.class_logits, rtol=0, atol=1e-6)
+            torch.testing.assert_close(got.mask_diff, want.mask_logits[:, :, 0] - want.mask_logits[:, :, 1],
+                                       rtol=0, atol=0)
+            torch.testing.assert_close(got.box_deltas, want.box_deltas, rtol=0, atol=0)
+            torch.testing.assert_close(got.mask_probs(), want.mask_probs(), rtol=0, atol=1e-6)  # sigmoid: by layout
+            lazy = got.lazy_mask_probs().select(torch.tensor([3, 7, 30]))
+            torch.testing.assert_close(lazy[torch.tensor([0, 2]), torch.tensor([1, 2])],
+                                       want.mask_probs()[torch.tensor([3, 30]), torch.tensor([1, 2])], rtol=0, atol=1e-6)
+    graded = model.head.score_rois_for_detection(model.head(c5), rois)          # autograd on
+    assert graded.class_logits.grad_fn is not None

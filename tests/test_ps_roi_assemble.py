@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import ps_roi_align, roi_align
 
-from fcis.ops import PSRoIAssemble, ps_roi_assemble, ps_roi_assemble_rows, rows_to_maps
+from fcis.ops import PSRoIAssemble, ps_roi_assemble, ps_roi_assemble_rows, ps_roi_assemble_rows_chunks, rows_to_maps
 
 assemble_module = importlib.import_module("fcis.ops.ps_roi_assemble")  # the module, not the function
 
@@ -260,3 +260,21 @@ def test_rows_layout_equals_the_maps_in_values_and_gradients(path):
                          dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: ps_roi_assemble_rows(t, boxes, 2, 5, 1.0, 2), (small,))
     assert ps_roi_assemble_rows(small, boxes[:0], 2, 5).shape == (0, 8, 5, 5)
+
+
+@pytest.mark.parametrize("groups", [10, 4])          # 4 groups: the grid_sample path, chunk by chunk
+def test_rows_in_chunks_equal_the_whole(groups):
+    """Inference's chunked assembling gives ps_roi_assemble_rows' values exactly, chunk by chunk
+    (chunk sizes that do and do not divide the RoI count, two images), detached from autograd."""
+    gen = torch.Generator().manual_seed(9)
+    k, p, h, w, scale = 7, 21, 9, 12, 1 / 16
+    rows = torch.randn(2, h, w, k * k, groups, generator=gen, requires_grad=True)
+    rois = _random_rois(2, 23, h, w, scale, gen).float()
+    for sampling_ratio in (2, -1):
+        want = ps_roi_assemble_rows(rows, rois, k, p, scale, sampling_ratio)
+        for chunk in (1, 5, 23, 64):
+            parts = list(ps_roi_assemble_rows_chunks(rows, rois, k, p, scale, sampling_ratio, chunk=chunk))
+            assert [start for start, _ in parts] == list(range(0, 23, chunk))
+            assert all(not part.requires_grad for _, part in parts)
+            torch.testing.assert_close(torch.cat([part for _, part in parts]), want.detach(), rtol=0, atol=0)
+    assert list(ps_roi_assemble_rows_chunks(rows, rois[:0], k, p, scale)) == []

@@ -17,12 +17,13 @@ to ONNX without custom operators.
 from __future__ import annotations
 
 import functools
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ps_roi_gather import assemble_by_gather, roi_geometry, samples_per_bin
+from .ps_roi_gather import assemble_by_gather, assemble_rows_in_chunks, roi_geometry, samples_per_bin
 from .ps_roi_pool_avg import ps_roi_pool_avg
 
 __all__ = ["ps_roi_assemble", "ps_roi_assemble_rows", "rows_to_maps", "rows_layout_applies", "PSRoIAssemble", "boxes_to_rois"]
@@ -247,6 +248,35 @@ def ps_roi_assemble_rows(
     if rois.shape[0] == 0 or h == 0 or w == 0:
         return rows.new_zeros(rois.shape[0], g, ph, pw) + 0.0 * rows.sum()
     return assemble_by_gather(rows.contiguous(), rois, k, ph, pw, spatial_scale, sampling_ratio)
+
+
+def ps_roi_assemble_rows_chunks(
+    rows: Tensor,
+    boxes: Tensor | list[Tensor],
+    group_size: int,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    chunk: int = 16,
+) -> Iterator[tuple[int, Tensor]]:
+    """:func:`ps_roi_assemble_rows` ``chunk`` RoIs at a time, for inference (detached: no autograd): yields
+    ``(start, values)`` with ``values`` (m, G, Ph, Pw), the same values as
+    ``ps_roi_assemble_rows(rows, boxes, ...)[start:start + m]``. A consumer that reduces each chunk
+    at once keeps the (K, G, Ph, Pw) result from ever existing whole."""
+    k = int(group_size)
+    ph, pw = _pair(output_size)
+    if rows.dim() != 5 or rows.shape[3] != k * k:
+        raise ValueError(f"rows must be (N, H, W, k², G) with k² = {k * k}, got {tuple(rows.shape)}")
+    n, h, w, _, g = rows.shape
+    rows = rows.detach()
+    rois = boxes_to_rois(boxes, rows).to(dtype=torch.promote_types(rows.dtype, torch.float32), device=rows.device)
+    if not _gather_path_applies(rows, g) or h == 0 or w == 0:
+        for start in range(0, rois.shape[0], chunk):
+            yield start, ps_roi_assemble_rows(rows, rois[start:start + chunk], k, (ph, pw), spatial_scale,
+                                              sampling_ratio)
+        return
+    yield from assemble_rows_in_chunks(rows.contiguous(), rois.detach(), k, ph, pw, spatial_scale, sampling_ratio,
+                                       chunk)
 
 
 def _assemble_rois(maps: Tensor, x1: Tensor, y1: Tensor, bin_w: Tensor, bin_h: Tensor, gh: int, gw: int,

@@ -20,11 +20,13 @@ indices and the weights are saved, never the table.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["assemble_by_gather"]
+__all__ = ["assemble_by_gather", "assemble_rows_in_chunks", "gather_plan"]
 
 
 def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, n_bins: int, size: int
@@ -158,6 +160,38 @@ def samples_per_bin(roi_h: Tensor, roi_w: Tensor, ph: int, pw: int, sampling_rat
     return torch.ceil(roi_h / ph).long(), torch.ceil(roi_w / pw).long()
 
 
+def gather_plan(rois: Tensor, n: int, h: int, w: int, k: int, ph: int, pw: int, spatial_scale: float,
+                sampling_ratio: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The gather of (K, 5) ``rois`` over an (N, H, W, k², G) table: ``indices`` and ``weights`` of
+    the nonzero (cell, table row) pairs, bag ``offsets`` and ``counts``, one bag per output cell
+    (K·ph·pw bags, RoI-major then row-major cells)."""
+    num = rois.shape[0]
+    device = rois.device
+    with torch.no_grad():
+        x1, y1, roi_w, roi_h = roi_geometry(rois, spatial_scale)
+        grid_h, grid_w = samples_per_bin(roi_h, roi_w, ph, pw, sampling_ratio)
+        ys, wy = _axis_weights(y1, roi_h / ph, grid_h, ph, h)        # (K, ph, Ly)
+        xs, wx = _axis_weights(x1, roi_w / pw, grid_w, pw, w)        # (K, pw, Lx)
+        index_dtype = torch.int32 if n * h * w * k * k < 2 ** 31 else torch.long
+        rows_i = torch.arange(ph, device=device, dtype=index_dtype) * k // ph
+        cols_j = torch.arange(pw, device=device, dtype=index_dtype) * k // pw
+        # Table row of (image b, pixel y, pixel x, position group p): ((b·H + y)·W + x)·k² + p.
+        row_part = ((rois[:, 0].to(index_dtype)[:, None, None] * h + ys.to(index_dtype)) * (w * k * k)
+                    + (rows_i * k)[None, :, None])                              # (K, ph, Ly)
+        col_part = xs.to(index_dtype) * (k * k) + cols_j[None, :, None]         # (K, pw, Lx)
+        ly, lx = wy.shape[2], wx.shape[2]
+        indices = (row_part[:, :, None, :, None] + col_part[:, None, :, None, :]).view(num * ph * pw, ly * lx)
+        weights = (wy[:, :, None, :, None] * wx[:, None, :, None, :]).to(dtype).view(num * ph * pw, ly * lx)
+        # Only the pairs of nonzero weight are gathered: a cell's samples often span fewer than
+        # L pixels per axis (two samples in one pixel), and a zero weight adds nothing.
+        # (One nonzero() and two index lookups: ~3× faster than two masked_select calls.)
+        keep = weights != 0
+        counts = keep.sum(dim=1)
+        offsets = (counts.cumsum(0) - counts).to(index_dtype)
+        kept = torch.nonzero(keep.view(-1)).squeeze(1)
+        return indices.view(-1)[kept], offsets, weights.view(-1)[kept], counts
+
+
 def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, spatial_scale: float,
                        sampling_ratio: int) -> Tensor:
     """``ps_roi_assemble`` for (N, G·k², H, W) maps ``input`` (or the same values already laid out
@@ -170,28 +204,27 @@ def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, sp
         n, c, h, w = input.shape
         g = c // (k * k)
     num = rois.shape[0]
-    with torch.no_grad():
-        x1, y1, roi_w, roi_h = roi_geometry(rois, spatial_scale)
-        grid_h, grid_w = samples_per_bin(roi_h, roi_w, ph, pw, sampling_ratio)
-        ys, wy = _axis_weights(y1, roi_h / ph, grid_h, ph, h)        # (K, ph, Ly)
-        xs, wx = _axis_weights(x1, roi_w / pw, grid_w, pw, w)        # (K, pw, Lx)
-        index_dtype = torch.int32 if n * h * w * k * k < 2 ** 31 else torch.long
-        rows_i = torch.arange(ph, device=input.device, dtype=index_dtype) * k // ph
-        cols_j = torch.arange(pw, device=input.device, dtype=index_dtype) * k // pw
-        # Table row of (image b, pixel y, pixel x, position group p): ((b·H + y)·W + x)·k² + p.
-        row_part = ((rois[:, 0].to(index_dtype)[:, None, None] * h + ys.to(index_dtype)) * (w * k * k)
-                    + (rows_i * k)[None, :, None])                              # (K, ph, Ly)
-        col_part = xs.to(index_dtype) * (k * k) + cols_j[None, :, None]         # (K, pw, Lx)
-        ly, lx = wy.shape[2], wx.shape[2]
-        indices = (row_part[:, :, None, :, None] + col_part[:, None, :, None, :]).view(num * ph * pw, ly * lx)
-        weights = (wy[:, :, None, :, None] * wx[:, None, :, None, :]).to(input.dtype).view(num * ph * pw, ly * lx)
-        # Only the pairs of nonzero weight are gathered: a cell's samples often span fewer than
-        # L pixels per axis (two samples in one pixel), and a zero weight adds nothing.
-        # (One nonzero() and two index lookups: ~3× faster than two masked_select calls.)
-        keep = weights != 0
-        counts = keep.sum(dim=1)
-        offsets = (counts.cumsum(0) - counts).to(index_dtype)
-        kept = torch.nonzero(keep.view(-1)).squeeze(1)
-        indices, weights = indices.view(-1)[kept], weights.view(-1)[kept]
+    indices, offsets, weights, counts = gather_plan(rois, n, h, w, k, ph, pw, spatial_scale, sampling_ratio,
+                                                    input.dtype)
     out = _GatherRows.apply(input, k, indices, offsets, weights, counts)       # (K·ph·pw, G)
     return out.view(num, ph, pw, g).permute(0, 3, 1, 2)
+
+
+def assemble_rows_in_chunks(rows: Tensor, rois: Tensor, k: int, ph: int, pw: int, spatial_scale: float,
+                            sampling_ratio: int, chunk: int) -> Iterator[tuple[int, Tensor]]:
+    """:func:`assemble_by_gather` of an (N, H, W, k², G) table ``chunk`` RoIs at a time, without
+    autograd: yields ``(start, values)``, ``values`` (m, G, ph, pw) channels-last for RoIs
+    ``start .. start + m``. The plan is made once for all RoIs; each chunk is one gather of its
+    slice of the bags (a consumer that reduces each chunk at once reads it from the cache)."""
+    n, h, w, _, g = rows.shape
+    table = rows.reshape(-1, g)
+    indices, offsets, weights, _ = gather_plan(rois, n, h, w, k, ph, pw, spatial_scale, sampling_ratio, rows.dtype)
+    cells = ph * pw
+    num = rois.shape[0]
+    for start in range(0, num, chunk):
+        stop = min(start + chunk, num)
+        first = int(offsets[start * cells])
+        last = int(offsets[stop * cells]) if stop < num else indices.numel()
+        part = F.embedding_bag(indices[first:last], table, offsets[start * cells:stop * cells] - first,
+                               mode="sum", per_sample_weights=weights[first:last])
+        yield start, part.view(stop - start, ph, pw, g).permute(0, 3, 1, 2)

@@ -15,7 +15,7 @@ from ..mask_paste import MaskWindow
 from ..rcnn_transform import RCNNTransform
 from ..rpn import build_rpn
 from .config import FCISConfig
-from .head import FCISHead, RoIScores, ScoreMaps
+from .head import DetectionScores, FCISHead, ScoreMaps
 from .inference import select_detection_windows, select_detections
 from .losses import per_roi_losses, reduce_losses, select_hard, select_random
 from .targets import assign_targets, mask_targets
@@ -119,14 +119,14 @@ class FCIS(nn.Module):
         return {f"head.reduce.{n}": self.config.head_lr_mult for n, _ in self.head.reduce.named_parameters()}
 
     def score_candidates(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
-                         ) -> tuple[Tensor, Tensor, RoIScores]:
-        """Score the proposals and, with ``two_pass``, again the boxes they regress to.
+                         ) -> tuple[Tensor, Tensor, DetectionScores]:
+        """Score the proposals and, with ``two_pass``, again the boxes they regress to (inference).
 
-        Returns rois (M, 5), class probabilities (M, C+1) and the RoIScores of all candidates."""
+        Returns rois (M, 5), class probabilities (M, C+1) and the DetectionScores of all candidates."""
         rois = torch.cat([torch.cat([torch.full_like(p[:, :1], i), p], dim=1)
                           for i, p in enumerate(proposals)])
         if not self.config.two_pass:
-            first = self.head.score_rois(maps, rois)
+            first = self.head.score_rois_for_detection(maps, rois)
             return rois, first.class_logits.softmax(-1), first
         # The refinement needs only the first pass's box deltas (a small k×k assembling); both
         # passes' candidates are then scored in one call (one table, no concatenation of the
@@ -136,7 +136,7 @@ class FCIS(nn.Module):
             sel = rois[:, 0] == i
             refined[sel] = clip_boxes_to_image(refined[sel], size)
         both_rois = torch.cat([rois, torch.cat([rois[:, :1], refined], dim=1)])
-        both = self.head.score_rois(maps, both_rois)
+        both = self.head.score_rois_for_detection(maps, both_rois)
         return both_rois, both.class_logits.softmax(-1), both
 
     def detect(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]],
