@@ -248,6 +248,16 @@ def test_head_rows_layout_equals_the_convolution(model, monkeypatch):
     with torch.no_grad():                    # without gradients the max + mean runs in chunks of RoIs
         chunked = head.score_rois(head(c5), rois).class_logits
     torch.testing.assert_close(chunked, results[0][1], rtol=0, atol=1e-6)
+    # Without gradients the reordered weight is kept between calls: a changed weight is seen.
+    with torch.no_grad():
+        maps_before = head(c5).inside_outside
+        head.inside_outside.weight.mul_(-2.0)
+        head.inside_outside.bias.add_(0.5)
+        want = head.inside_outside(head.reduce(c5).relu())
+        torch.testing.assert_close(head(c5).inside_outside, want, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(maps_before, want)
+        head.inside_outside.weight.div_(-2.0)
+        head.inside_outside.bias.sub_(0.5)
 
 
 def test_rpn_nms_stops_at_the_kept_count_with_the_same_boxes():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -147,6 +148,7 @@ class FCISHead(nn.Module):
         self.boxes = nn.Conv2d(cfg.head_channels, 4 * k2, 1)
         self.detection = (nn.Conv2d(cfg.head_channels, k2 * classes, 1)
                           if cfg.score_maps == "separate" else None)
+        self._reordered = _ReorderedWeights()
         for layer in (self.reduce, self.inside_outside, self.boxes, self.detection):
             if layer is not None:
                 nn.init.normal_(layer.weight, std=0.01)
@@ -177,7 +179,10 @@ class FCISHead(nn.Module):
         classes = self.cfg.num_classes + 1
         bias = self.inside_outside.bias
         assert bias is not None
-        rows = _RowsLinear.apply(x, self.inside_outside.weight, bias, classes, k2)
+        if torch.is_grad_enabled():
+            rows = _RowsLinear.apply(x, self.inside_outside.weight, bias, classes, k2)
+        else:             # inference: the reordered weight is kept between calls (remade when it changes)
+            rows = _RowsLinear.matmul(x, *self._reordered.get(self.inside_outside.weight, bias, classes, k2))
         return rows.view(n, h, w, k2, 2 * classes)
 
     def box_deltas(self, maps: ScoreMaps, rois: Tensor) -> Tensor:
@@ -259,12 +264,17 @@ class _RowsLinear(torch.autograd.Function):
                 bias.view(classes, 2, k2).permute(2, 1, 0).reshape(-1))
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, classes: int, k2: int) -> Tensor:
+    def matmul(x: Tensor, wr: Tensor, br: Tensor) -> Tensor:
+        """(N, Cin, H, W) ``x`` and reordered (K, Cin) ``wr``, (K,) ``br`` -> (N, H·W, K) rows."""
         n, cin, h, w = x.shape
-        wr, br = _RowsLinear._reordered(weight, bias, classes, k2)
         rows = x.new_empty(n, h * w, wr.shape[0])
         for b in range(n):
             torch.addmm(br, x[b].reshape(cin, h * w).t(), wr.t(), out=rows[b])
+        return rows
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, classes: int, k2: int) -> Tensor:
+        rows = _RowsLinear.matmul(x, *_RowsLinear._reordered(weight, bias, classes, k2))
         ctx.save_for_backward(x, weight, bias)
         ctx.sizes = (classes, k2)
         return rows
@@ -286,6 +296,34 @@ class _RowsLinear(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(dim=(0, 1)).view(k2, 2, classes).permute(2, 1, 0).reshape(bias.shape)
         return grad_x, grad_w, grad_b, None, None
+
+
+class _ReorderedWeights:
+    """``_RowsLinear._reordered(weight, bias, ...)`` kept for inference: used while ``weight`` and
+    ``bias`` are the same tensors, unmodified (their versions), else made again. Copies and
+    pickles of the head start empty."""
+
+    def __init__(self) -> None:
+        self._entry: tuple[weakref.ref, weakref.ref, tuple[int, int, int, int], Tensor, Tensor] | None = None
+
+    def get(self, weight: Tensor, bias: Tensor, classes: int, k2: int) -> tuple[Tensor, Tensor]:
+        key = (weight._version, bias._version, classes, k2)
+        e = self._entry
+        if e is not None and e[0]() is weight and e[1]() is bias and e[2] == key:
+            return e[3], e[4]
+        with torch.no_grad():
+            wr, br = _RowsLinear._reordered(weight, bias, classes, k2)
+        self._entry = (weakref.ref(weight), weakref.ref(bias), key, wr.contiguous(), br.contiguous())
+        return self._entry[3], self._entry[4]
+
+    def __deepcopy__(self, memo: dict) -> "_ReorderedWeights":
+        return _ReorderedWeights()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._entry = None
 
 
 class _MeanOfMax(torch.autograd.Function):
