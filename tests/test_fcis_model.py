@@ -392,3 +392,24 @@ def test_detection_scores_equal_score_rois(model, monkeypatch):
                                        want.mask_probs()[torch.tensor([3, 30]), torch.tensor([1, 2])], rtol=0, atol=1e-6)
     graded = model.head.score_rois_for_detection(model.head(c5), rois)          # autograd on
     assert graded.class_logits.grad_fn is not None
+
+
+def test_ohem_losses_from_detection_scores_equal_those_from_roi_scores(model):
+    """OHEM's gradient-free pass scores RoIs as inference does (DetectionScores); its per-RoI
+    losses are those of the gradient pass's RoIScores, so the same RoIs are chosen."""
+    from fcis.models.fcis.losses import per_roi_losses
+
+    model.train()
+    gen = torch.Generator().manual_seed(2)
+    c5 = torch.rand(1, model.backbone.c5_channels, 6, 8, generator=gen)
+    xy = torch.rand(40, 2, generator=gen) * 80
+    rois = torch.cat([torch.zeros(40, 1), xy, xy + 8 + torch.rand(40, 2, generator=gen) * 40], dim=1)
+    labels = torch.randint(0, 4, (40,), generator=gen)
+    box_targets = torch.randn(40, 4, generator=gen)
+    masks = (torch.rand(40, 21, 21, generator=gen) > 0.5).float()
+    with torch.no_grad():
+        maps = model.head(c5)
+        want = per_roi_losses(model.head.score_rois(maps, rois), labels, box_targets, masks, 1.0)
+        got = per_roi_losses(model.head.score_rois_for_detection(maps, rois), labels, box_targets, masks, 1.0)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -7,14 +7,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
-from .head import RoIScores
+from .head import DetectionScores, RoIScores
 
 __all__ = ["per_roi_losses", "select_hard", "select_random", "reduce_losses"]
 
 
-def per_roi_losses(scores: RoIScores, labels: Tensor, box_targets: Tensor, masks: Tensor,
+def per_roi_losses(scores: RoIScores | DetectionScores, labels: Tensor, box_targets: Tensor, masks: Tensor,
                    beta: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Unreduced losses, each (R,):
+    """Unreduced losses, each (R,), from ``RoIScores`` or (OHEM's gradient-free pass) the same
+    values as ``DetectionScores``:
 
     - classification: (C+1)-way softmax cross-entropy of the class logits;
     - mask: per-pixel 2-way softmax (inside vs outside of the GT class) cross-entropy against
@@ -24,9 +25,13 @@ def per_roi_losses(scores: RoIScores, labels: Tensor, box_targets: Tensor, masks
     fg = (labels > 0).to(scores.class_logits.dtype)
     cls = F.cross_entropy(scores.class_logits, labels, reduction="none")
     rows = torch.arange(len(labels), device=labels.device)
-    io = scores.mask_logits[rows, labels]                                   # (R, 2, P, P)
+    if isinstance(scores, DetectionScores):
+        diff = scores.mask_diff[rows, labels]                               # (R, P, P)
+    else:
+        io = scores.mask_logits[rows, labels]                               # (R, 2, P, P)
+        diff = io[:, 0] - io[:, 1]
     # softmax over (inside, outside) with target "inside" is a logistic loss on inside - outside.
-    mask = F.binary_cross_entropy_with_logits(io[:, 0] - io[:, 1], masks, reduction="none").mean(dim=(1, 2))
+    mask = F.binary_cross_entropy_with_logits(diff, masks, reduction="none").mean(dim=(1, 2))
     box = F.smooth_l1_loss(scores.box_deltas, box_targets, beta=beta, reduction="none").sum(dim=1)
     return cls, mask * fg, box * fg
 

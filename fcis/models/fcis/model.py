@@ -97,11 +97,12 @@ class FCIS(nn.Module):
         if cfg.ohem:
             with torch.no_grad():
                 # Per-RoI losses are independent: scored _OHEM_CHUNK RoIs at a time, so that the
-                # (RoIs, 2(C+1), P, P) logits of this gradient-free pass never exist all at once.
+                # (RoIs, 2(C+1), P, P) logits of this gradient-free pass never exist all at once
+                # (and as inference scores them: each chunk of the gather reduced in the cache).
                 parts = []
                 for s in range(0, len(t.labels), _OHEM_CHUNK):
                     part = slice(s, s + _OHEM_CHUNK)
-                    losses = per_roi_losses(self.head.score_rois(maps, t.rois[part]), t.labels[part],
+                    losses = per_roi_losses(self.head.score_rois_for_detection(maps, t.rois[part]), t.labels[part],
                                             t.box_targets[part], masks[part], cfg.smooth_l1_beta)
                     parts.append(sum(w * loss for w, loss in zip(weights, losses)))
                 total: Tensor = torch.cat(parts) if parts else t.rois.new_zeros(0)  # type: ignore[arg-type]
