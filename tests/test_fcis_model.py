@@ -413,3 +413,35 @@ def test_ohem_losses_from_detection_scores_equal_those_from_roi_scores(model):
         got = per_roi_losses(model.head.score_rois_for_detection(maps, rois), labels, box_targets, masks, 1.0)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_picked_label_logits_give_the_same_losses_and_gradients(model):
+    """The gradient pass picks the labels' mask logits with the class scores (one backward in
+    the gather's layout); losses and gradients equal those of indexing the mask logits; gradcheck
+    of the picking function itself in float64 (ties included)."""
+    from fcis.models.fcis.head import _MeanOfMaxAndPick
+    from fcis.models.fcis.losses import per_roi_losses
+
+    model.train()
+    gen = torch.Generator().manual_seed(4)
+    c5 = torch.rand(1, model.backbone.c5_channels, 6, 8, generator=gen)
+    xy = torch.rand(30, 2, generator=gen) * 80
+    rois = torch.cat([torch.zeros(30, 1), xy, xy + 8 + torch.rand(30, 2, generator=gen) * 40], dim=1)
+    labels = torch.randint(0, 4, (30,), generator=gen)
+    box_targets = torch.randn(30, 4, generator=gen)
+    masks = (torch.rand(30, 21, 21, generator=gen) > 0.5).float()
+    results = []
+    for pick in (False, True):
+        model.zero_grad(set_to_none=True)
+        scores = model.head.score_rois(model.head(c5), rois, labels=labels if pick else None)
+        assert (scores.label_mask_logits is not None) == pick
+        cls, mask, box = per_roi_losses(scores, labels, box_targets, masks, 1.0)
+        (cls.sum() + 3.0 * mask.sum() + box.sum()).backward()
+        results.append((cls.detach(), mask.detach(), model.head.inside_outside.weight.grad.clone(),
+                        model.head.reduce.weight.grad.clone()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    logits = torch.randn(5, 3, 2, 4, 4, dtype=torch.float64, generator=gen)
+    logits[0, 1, 0, :2] = logits[0, 1, 1, :2]                              # ties
+    logits.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: _MeanOfMaxAndPick.apply(t, torch.tensor([0, 2, 1, 1, 0])), (logits,))

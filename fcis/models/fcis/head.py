@@ -65,6 +65,8 @@ class RoIScores:
     class_logits: Tensor
     mask_logits: Tensor
     box_deltas: Tensor
+    #: (R, 2, P, P) mask logits of the ``labels`` given to ``FCISHead.score_rois``, or None.
+    label_mask_logits: Tensor | None = None
 
     def select(self, index: Tensor) -> "RoIScores":
         return RoIScores(self.class_logits[index], self.mask_logits[index], self.box_deltas[index])
@@ -191,10 +193,13 @@ class FCISHead(nn.Module):
         return ps_roi_assemble(maps.boxes, rois, k, k, self.spatial_scale, self.cfg.sampling_ratio,
                                mode=self.cfg.assemble_mode).mean(dim=(2, 3))
 
-    def score_rois(self, maps: ScoreMaps, rois: Tensor, release_maps: bool = False) -> RoIScores:
+    def score_rois(self, maps: ScoreMaps, rois: Tensor, release_maps: bool = False,
+                   labels: Tensor | None = None) -> RoIScores:
         """Assemble RoIs (Tensor[R, 5]: batch index, x1, y1, x2, y2 in input pixels).
         ``release_maps``: this is the inside/outside maps' last use (training's gradient pass):
-        they are released once assembled (``ScoreMaps.release_inside_outside``)."""
+        they are released once assembled (``ScoreMaps.release_inside_outside``).
+        ``labels`` (R,): the classes whose mask logits the loss reads (training's gradient pass);
+        they are then picked with the class scores (``RoIScores.label_mask_logits``)."""
         cfg, k, p = self.cfg, self.cfg.group_size, self.cfg.mask_size
         num, classes = rois.shape[0], cfg.num_classes + 1
         rows = maps.inside_outside_rows
@@ -210,7 +215,10 @@ class FCISHead(nn.Module):
             assembled = ps_roi_assemble(maps.inside_outside, rois, k, p, self.spatial_scale, cfg.sampling_ratio,
                                         mode=cfg.assemble_mode)
             mask_logits = assembled.view(num, classes, 2, p, p)
-        if maps.detection is None and rows_layout:
+        label_logits = None
+        if maps.detection is None and rows_layout and labels is not None and torch.is_grad_enabled():
+            class_logits, label_logits = _MeanOfMaxAndPick.apply(mask_logits, labels)
+        elif maps.detection is None and rows_layout:
             class_logits = _MeanOfMax.apply(mask_logits)
         elif maps.detection is None:
             # max(inside, outside) as an elementwise maximum: the same values and gradients as
@@ -221,7 +229,7 @@ class FCISHead(nn.Module):
                                   mode=cfg.assemble_mode)
             class_logits = det.mean(dim=(2, 3))
         # The box maps are assembled on the k×k grid and averaged (the original's PS-RoI pooling).
-        return RoIScores(class_logits, mask_logits, self.box_deltas(maps, rois))
+        return RoIScores(class_logits, mask_logits, self.box_deltas(maps, rois), label_logits)
 
 
     def score_rois_for_detection(self, maps: ScoreMaps, rois: Tensor) -> DetectionScores:
@@ -335,27 +343,68 @@ class _MeanOfMax(torch.autograd.Function):
     gradient in the logits' own layout (no zero-filled gradient per side)."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, chunk: int = 16) -> Tensor:
+    def compute(logits: Tensor, chunk: int = 16) -> Tensor:
         inside, outside = logits[:, :, 0], logits[:, :, 1]
         num = logits.shape[0]
         if num <= chunk or logits.device.type != "cpu":
-            out = torch.maximum(inside, outside).mean(dim=(2, 3))
-        else:
-            out = torch.cat([torch.maximum(inside[s:s + chunk], outside[s:s + chunk]).mean(dim=(2, 3))
-                             for s in range(0, num, chunk)])
+            return torch.maximum(inside, outside).mean(dim=(2, 3))
+        return torch.cat([torch.maximum(inside[s:s + chunk], outside[s:s + chunk]).mean(dim=(2, 3))
+                          for s in range(0, num, chunk)])
+
+    @staticmethod
+    def save_winners(ctx, logits: Tensor) -> None:
+        inside, outside = logits[:, :, 0], logits[:, :, 1]
+        won = (inside > outside).to(torch.uint8).mul_(2).add_(inside == outside)   # 2 inside, 1 tie, 0 outside
+        ctx.save_for_backward(won)
+        ctx.geometry = (logits.shape, logits.stride())
+
+    @staticmethod
+    def gradient(ctx, grad_out: Tensor | None, dtype: torch.dtype) -> Tensor:
+        """The logits' gradient (zero where ``grad_out`` is None), in the logits' own layout."""
+        won = ctx.saved_tensors[0]
+        shape, stride = ctx.geometry
+        grad = torch.empty_strided(shape, stride, dtype=dtype, device=won.device)
+        if grad_out is None:
+            return grad.zero_()
+        cell = (grad_out / (shape[3] * shape[4]))[:, :, None, None]              # the mean's backward
+        inside_share = won.to(grad_out.dtype).mul_(0.5)                           # 1, 0.5 or 0
+        torch.mul(cell, inside_share, out=grad[:, :, 0])
+        torch.mul(cell, 1.0 - inside_share, out=grad[:, :, 1])
+        return grad
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, chunk: int = 16) -> Tensor:
+        out = _MeanOfMax.compute(logits, chunk)
         if ctx.needs_input_grad[0]:
-            won = (inside > outside).to(torch.uint8).mul_(2).add_(inside == outside)   # 2 inside, 1 tie, 0 outside
-            ctx.save_for_backward(won)
-            ctx.geometry = (logits.shape, logits.stride())
+            _MeanOfMax.save_winners(ctx, logits)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (won,) = ctx.saved_tensors
-        shape, stride = ctx.geometry
-        cell = (grad_out / (shape[3] * shape[4]))[:, :, None, None]              # the mean's backward
-        inside_share = won.to(grad_out.dtype).mul_(0.5)                           # 1, 0.5 or 0
-        grad = torch.empty_strided(shape, stride, dtype=grad_out.dtype, device=grad_out.device)
-        torch.mul(cell, inside_share, out=grad[:, :, 0])
-        torch.mul(cell, 1.0 - inside_share, out=grad[:, :, 1])
+        return _MeanOfMax.gradient(ctx, grad_out, grad_out.dtype), None
+
+
+class _MeanOfMaxAndPick(torch.autograd.Function):
+    """(R, C+1, 2, P, P) mask logits and (R,) labels -> (``_MeanOfMax``'s (R, C+1) class logits,
+    the (R, 2, P, P) mask logits of each RoI's label), with one backward that writes the whole
+    gradient once in the logits' layout and adds the picked classes' gradient into it (indexing
+    the logits instead would zero-fill a second (R, C+1, 2, P, P) gradient, add the two and copy
+    the sum into the gather's layout)."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        rows = torch.arange(len(labels), device=labels.device)
+        picked = logits[rows, labels]
+        _MeanOfMax.save_winners(ctx, logits)
+        ctx.labels = labels
+        ctx.dtype = logits.dtype
+        return _MeanOfMax.compute(logits), picked
+
+    @staticmethod
+    def backward(ctx, grad_cls: Tensor | None, grad_picked: Tensor | None):
+        grad = _MeanOfMax.gradient(ctx, grad_cls, ctx.dtype)
+        if grad_picked is not None:
+            labels = ctx.labels
+            rows = torch.arange(len(labels), device=labels.device)
+            grad.index_put_((rows, labels), grad_picked, accumulate=True)
         return grad, None

@@ -27,6 +27,8 @@ def per_roi_losses(scores: RoIScores | DetectionScores, labels: Tensor, box_targ
     rows = torch.arange(len(labels), device=labels.device)
     if isinstance(scores, DetectionScores):
         diff = scores.mask_diff[rows, labels]                               # (R, P, P)
+    elif scores.label_mask_logits is not None:      # picked by score_rois(..., labels=labels)
+        diff = scores.label_mask_logits[:, 0] - scores.label_mask_logits[:, 1]
     else:
         io = scores.mask_logits[rows, labels]                               # (R, 2, P, P)
         diff = io[:, 0] - io[:, 1]

@@ -110,8 +110,8 @@ class FCIS(nn.Module):
         else:
             index = select_random(t.labels, t.rois[:, 0], cfg.ohem_rois, cfg.random_fg_fraction)
         t, masks = t.select(index), masks[index]
-        losses = per_roi_losses(self.head.score_rois(maps, t.rois, release_maps=True), t.labels, t.box_targets,
-                                masks, cfg.smooth_l1_beta)
+        losses = per_roi_losses(self.head.score_rois(maps, t.rois, release_maps=True, labels=t.labels), t.labels,
+                                t.box_targets, masks, cfg.smooth_l1_beta)
         return reduce_losses(*losses, t.labels, weights, cfg.mask_loss_normalization,
                              balance_cls=cfg.cls_loss_balance)
 
