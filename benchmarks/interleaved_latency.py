@@ -1,11 +1,12 @@
-"""Interleaved inference timing (benchmarks/SPEED.md, command A), one torch thread.
+"""Interleaved inference timing (benchmarks/SPEED.md, command A; one torch thread unless --threads).
 
 ``fcis_resnet50`` and ``maskrcnn_resnet50_fpn`` are called alternately on the same 600×800 image
 (random weights, 80 classes, 100 forced detections, BatchNorm calibrated, as section 1); the ratio
 of each adjacent pair is taken and their median reported, which a shared machine's load swings
 move much less than two separate medians.
 
-    python -m benchmarks.interleaved_latency [PAIRS]     # default 5 pairs (python benchmarks/interleaved_latency.py too)
+    python -m benchmarks.interleaved_latency [PAIRS] [--threads N]   # default 5 pairs, 1 thread
+    (python benchmarks/interleaved_latency.py too)
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import torch
 from .common import alternate, build, calibrate_bn, forced_detections_overrides, random_image
 
 
-def main(pairs: int = 5) -> float:
-    torch.set_num_threads(1)
+def main(pairs: int = 5, threads: int = 1) -> float:
+    torch.set_num_threads(threads)
     image = random_image(600, 800)
     models = {}
     for name in ("fcis_resnet50", "maskrcnn_resnet50_fpn"):
@@ -49,4 +50,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="?", type=int, default=5, help="interleaved pairs to time (default 5)")
-    main(parser.parse_args().pairs)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args()
+    main(args.pairs, args.threads)

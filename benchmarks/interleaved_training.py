@@ -1,4 +1,4 @@
-"""Interleaved training steps (benchmarks/SPEED.md, command F), one torch thread.
+"""Interleaved training steps (benchmarks/SPEED.md, command F; one torch thread unless --threads).
 
 ``fcis_resnet50`` and ``maskrcnn_resnet50_fpn`` (or two named models) take training steps
 alternately in one process on the same two 600×800 images (or H×W) with three rectangles each
@@ -9,6 +9,7 @@ needs a process per model: that stays with the throughput section.
 
     python -m benchmarks.interleaved_training [PAIRS]     # default 3 pairs, after one warm-up step each
     python -m benchmarks.interleaved_training 3 fcis_resnet18 maskrcnn_resnet18_fpn 256 320   # the small setting
+    python -m benchmarks.interleaved_training 3 --threads 2     # both cores (nothing else running)
     (python benchmarks/interleaved_training.py ... too)
 """
 
@@ -30,8 +31,8 @@ from .common import alternate, build, random_image, synthetic_target
 
 
 def main(pairs: int = 3, fcis: str = "fcis_resnet50", maskrcnn: str = "maskrcnn_resnet50_fpn",
-         height: int = 600, width: int = 800) -> float:
-    torch.set_num_threads(1)
+         height: int = 600, width: int = 800, threads: int = 1) -> float:
+    torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     images = [random_image(height, width, seed=i + 1) for i in range(2)]
     targets = [synthetic_target(height, width, 80) for _ in range(2)]
@@ -60,5 +61,14 @@ def main(pairs: int = 3, fcis: str = "fcis_resnet50", maskrcnn: str = "maskrcnn_
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(int(args[0]) if args else 3, *args[1:3], *(int(a) for a in args[3:5]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pairs", nargs="?", type=int, default=3, help="interleaved pairs of steps (default 3)")
+    parser.add_argument("fcis", nargs="?", default="fcis_resnet50")
+    parser.add_argument("maskrcnn", nargs="?", default="maskrcnn_resnet50_fpn")
+    parser.add_argument("height", nargs="?", type=int, default=600)
+    parser.add_argument("width", nargs="?", type=int, default=800)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    a = parser.parse_args()
+    main(a.pairs, a.fcis, a.maskrcnn, a.height, a.width, a.threads)
