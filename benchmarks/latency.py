@@ -96,10 +96,10 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
     """FCIS inference of one image through its pieces (as ``FCIS.forward`` and
     ``select_detections``), each timed under its FCIS_STAGES name."""
     from torchvision.models.detection.transform import resize_boxes
-    from torchvision.ops import batched_nms
 
     from fcis.models.fcis.mask_voting import voted_windows
     from fcis.models.mask_paste import tight_window_box
+    from fcis.models.nms import first_kept_nms
 
     cfg = model.config
     original = tuple(image.shape[-2:])
@@ -119,7 +119,7 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
         class_scores = probs[:, 1:]
         cand, cls = torch.nonzero(class_scores > cfg.score_thresh, as_tuple=True)
         flat = class_scores[cand, cls]
-        keep = batched_nms(boxes[cand], flat, cls, cfg.nms_iou)[: cfg.detections_per_img]
+        keep = first_kept_nms(boxes[cand], flat, cfg.nms_iou, cfg.detections_per_img, idxs=cls)
         cand, labels, det_scores = cand[keep], cls[keep] + 1, flat[keep]
         det_boxes = boxes[cand]
     paste, tight = StageTimer(timer.device), StageTimer(timer.device)

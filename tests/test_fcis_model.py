@@ -445,3 +445,27 @@ def test_picked_label_logits_give_the_same_losses_and_gradients(model):
     logits[0, 1, 0, :2] = logits[0, 1, 1, :2]                              # ties
     logits.requires_grad_()
     assert torch.autograd.gradcheck(lambda t: _MeanOfMaxAndPick.apply(t, torch.tensor([0, 2, 1, 1, 0])), (logits,))
+
+
+def test_per_class_nms_stops_at_the_kept_count_with_the_same_detections():
+    """first_kept_nms with class indices gives the per-class NMS's (torchvision's nms run class by
+    class) first k kept boxes in score order, over several blocks and with every block boundary
+    inside a class's run; select_detections keeps those."""
+    from torchvision.ops import nms
+
+    from fcis.models.nms import first_kept_nms
+
+    gen = torch.Generator().manual_seed(5)
+    xy = torch.rand(2400, 2, generator=gen) * 300
+    boxes = torch.cat([xy, xy + torch.rand(2400, 2, generator=gen) * 120 + 1], 1)
+    scores = torch.rand(2400, generator=gen)                                # no ties
+    classes = torch.randint(0, 7, (2400,), generator=gen)
+    for iou in (0.3, 0.7):
+        kept = torch.cat([torch.nonzero(classes == c).flatten()[nms(boxes[classes == c], scores[classes == c], iou)]
+                          for c in range(7)])
+        want = kept[scores[kept].sort(descending=True)[1]]
+        for k in (1, 100, 500, 100000):
+            for block in (64, 512):
+                got = first_kept_nms(boxes, scores, iou, k, block=block, idxs=classes)
+                assert torch.equal(got, want[:k])
+    assert first_kept_nms(boxes[:0], scores[:0], 0.3, 100, idxs=classes[:0]).shape == (0,)

@@ -6,41 +6,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
-from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import clip_boxes_to_image, remove_small_boxes
+
+from .nms import first_kept_nms
 
 __all__ = ["RPNHead", "BorderAwareRPN", "build_rpn", "first_kept_nms"]
-
-
-def first_kept_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, k: int, block: int = 512) -> Tensor:
-    """``torchvision.ops.nms(boxes, scores, iou_threshold)[:k]``, the same indices in the same
-    order, without running the greedy suppression past the k-th kept box: the boxes are taken in
-    nms's order (scores descending, stable) ``block`` at a time; a block's boxes that overlap an
-    already kept box by IoU > threshold are dropped (box_iou computes nms's IoU, the same
-    arithmetic), the rest go through ``nms`` among themselves, and the loop stops once k boxes
-    are kept. The RPN keeps 300 of 6000 (the official test setting), so most of the 6000 are never
-    compared. (N, 4) boxes, (N,) scores -> (min(k, kept),) int64 indices."""
-    order = scores.sort(descending=True, stable=True)[1]
-    ranked = boxes[order]
-    kept: list[Tensor] = []
-    kept_boxes = ranked[:0]
-    count = 0
-    for start in range(0, len(order), block):
-        cand = ranked[start:start + block]
-        alive = torch.arange(len(cand), device=boxes.device)
-        if count:
-            alive = alive[~(box_iou(cand, kept_boxes) > iou_threshold).any(dim=1)]
-        if alive.numel():
-            # strictly decreasing stand-in scores: nms keeps the block's own (global) order
-            rank = -torch.arange(len(alive), dtype=torch.float32, device=boxes.device)
-            new = alive[nms(cand[alive], rank.to(cand.dtype), iou_threshold)] + start
-            kept.append(new)
-            kept_boxes = torch.cat([kept_boxes, ranked[new]])
-            count += len(new)
-        if count >= k:
-            break
-    if not kept:
-        return order[:0]
-    return order[torch.cat(kept)[:k]]
 
 
 class BorderAwareRPN(RegionProposalNetwork):

@@ -6,9 +6,9 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
 
 from ..mask_paste import MaskWindow, tight_window_box
+from ..nms import first_kept_nms
 from .config import FCISConfig
 from .mask_voting import voted_windows
 
@@ -33,7 +33,7 @@ def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
     scores = class_probs[:, 1:]                                              # (M, C)
     cand, cls = torch.nonzero(scores > cfg.score_thresh, as_tuple=True)
     flat_scores = scores[cand, cls]
-    keep = batched_nms(boxes[cand], flat_scores, cls, cfg.nms_iou)[: cfg.detections_per_img]
+    keep = first_kept_nms(boxes[cand], flat_scores, cfg.nms_iou, cfg.detections_per_img, idxs=cls)
     cand, labels, det_scores = cand[keep], cls[keep] + 1, flat_scores[keep]
     det_boxes = boxes[cand]
     height, width = image_size
@@ -60,7 +60,7 @@ def select_detection_windows(boxes: Tensor, class_probs: Tensor, mask_probs: Ten
     scores = class_probs[:, 1:]
     cand, cls = torch.nonzero(scores > cfg.score_thresh, as_tuple=True)
     flat_scores = scores[cand, cls]
-    keep = batched_nms(boxes[cand], flat_scores, cls, cfg.nms_iou)[: cfg.detections_per_img]
+    keep = first_kept_nms(boxes[cand], flat_scores, cfg.nms_iou, cfg.detections_per_img, idxs=cls)
     keep = keep[flat_scores[keep] >= score_threshold]
     cand, labels, det_scores = cand[keep], cls[keep] + 1, flat_scores[keep]
     det_boxes = boxes[cand]
