@@ -416,11 +416,12 @@ def test_ohem_losses_from_detection_scores_equal_those_from_roi_scores(model):
 
 
 def test_picked_label_logits_give_the_same_losses_and_gradients(model):
-    """The gradient pass picks the labels' mask logits with the class scores (one backward in
-    the gather's layout); losses and gradients equal those of indexing the mask logits; gradcheck
-    of the picking function itself in float64 (ties included)."""
-    from fcis.models.fcis.head import _MeanOfMaxAndPick
+    """The gradient pass assembles 16 RoIs at a time and keeps only the labels' mask logits with
+    the class scores (_AssembleAndPick); losses and gradients equal those of assembling every
+    mask logit and indexing them; gradcheck of the function itself in float64 (ties included)."""
+    from fcis.models.fcis.head import _AssembleAndPick
     from fcis.models.fcis.losses import per_roi_losses
+    from fcis.ops import ps_roi_assemble_rows
 
     model.train()
     gen = torch.Generator().manual_seed(4)
@@ -434,17 +435,24 @@ def test_picked_label_logits_give_the_same_losses_and_gradients(model):
     for pick in (False, True):
         model.zero_grad(set_to_none=True)
         scores = model.head.score_rois(model.head(c5), rois, labels=labels if pick else None)
-        assert (scores.label_mask_logits is not None) == pick
+        assert (scores.label_mask_logits is not None) == pick and (scores.mask_logits is None) == pick
         cls, mask, box = per_roi_losses(scores, labels, box_targets, masks, 1.0)
         (cls.sum() + 3.0 * mask.sum() + box.sum()).backward()
         results.append((cls.detach(), mask.detach(), model.head.inside_outside.weight.grad.clone(),
                         model.head.reduce.weight.grad.clone()))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    logits = torch.randn(5, 3, 2, 4, 4, dtype=torch.float64, generator=gen)
-    logits[0, 1, 0, :2] = logits[0, 1, 1, :2]                              # ties
-    logits.requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: _MeanOfMaxAndPick.apply(t, torch.tensor([0, 2, 1, 1, 0])), (logits,))
+    table = torch.randn(2, 5, 6, 4, 2 * 3, dtype=torch.float64, generator=gen)   # k = 2, C+1 = 3
+    table[0, 1:3, 1:4, :, :3] = table[0, 1:3, 1:4, :, 3:]                  # ties between inside and outside
+    boxes = torch.tensor([[0, 0.5, 1.0, 4.0, 3.5], [1, 1.0, 0.0, 5.5, 4.0], [0, 0.0, 0.0, 2.0, 2.0],
+                          [1, 2.0, 1.0, 3.0, 4.5], [0, 1.0, 1.0, 5.0, 4.0]], dtype=torch.float64)
+    labels5 = torch.tensor([0, 2, 1, 1, 0])
+    cls_got, picked = _AssembleAndPick.apply(table, boxes, labels5, 2, 4, 1.0, 2, 2)   # chunks of 2 RoIs
+    io = ps_roi_assemble_rows(table, boxes, 2, 4, 1.0, 2).view(5, 2, 3, 4, 4)
+    torch.testing.assert_close(cls_got, torch.maximum(io[:, 0], io[:, 1]).mean(dim=(2, 3)), rtol=0, atol=1e-12)
+    torch.testing.assert_close(picked, io[torch.arange(5), :, labels5], rtol=0, atol=1e-12)
+    table.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: _AssembleAndPick.apply(t, boxes, labels5, 2, 4, 1.0, 2, 2), (table,))
 
 
 def test_per_class_nms_stops_at_the_kept_count_with_the_same_detections():

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["assemble_by_gather", "assemble_rows_in_chunks", "gather_plan"]
+__all__ = ["assemble_by_gather", "assemble_rows_in_chunks", "gather_plan", "scatter_to_table"]
 
 
 def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, n_bins: int, size: int
@@ -95,6 +95,19 @@ def _from_table(rows: Tensor, shape: tuple[int, int, int, int], k: int, channels
     return out
 
 
+def scatter_to_table(grad_out: Tensor, indices: Tensor, weights: Tensor, counts: Tensor, table_rows: int) -> Tensor:
+    """The gather's backward: (B, G) ``grad_out`` (one row per bag) -> the (table_rows, G) table's
+    gradient, the scatter-add of each bag's row into the table rows it read, with the same weights.
+    Computed as the transposed gather: the (bag, row) pairs sorted by row, each table row is then
+    one bag of the output-gradient rows that read it (no atomics, no (pairs × G) intermediate)."""
+    bags = torch.repeat_interleave(torch.arange(len(counts), device=indices.device, dtype=indices.dtype), counts)
+    rows, order = torch.sort(indices)
+    per_row = torch.bincount(rows, minlength=table_rows)
+    row_offsets = (per_row.cumsum(0) - per_row).to(indices.dtype)
+    return F.embedding_bag(bags[order], grad_out.contiguous(), row_offsets, mode="sum",
+                           per_sample_weights=weights[order])
+
+
 class _GatherRows(torch.autograd.Function):
     """``out[b] = Σ weights[l] · table[indices[l]]`` over the pairs l of bag b (bag b holds the
     ``counts[b]`` pairs from ``offsets[b]``) -> (B, G). ``input`` is either the (N, G·k², H, W) maps,
@@ -127,15 +140,7 @@ class _GatherRows(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             n, g, h, w = ctx.input_shape
             k2 = ctx.k * ctx.k
-            # The transposed gather: sort the (bag, row) pairs by row; each table row is then one
-            # bag of the output-gradient rows that read it, with the same weights.
-            bags = torch.repeat_interleave(torch.arange(len(counts), device=indices.device,
-                                                        dtype=indices.dtype), counts)
-            rows, order = torch.sort(indices)
-            per_row = torch.bincount(rows, minlength=n * h * w * k2)
-            row_offsets = (per_row.cumsum(0) - per_row).to(indices.dtype)
-            grad_table = F.embedding_bag(bags[order], grad_out.contiguous(), row_offsets, mode="sum",
-                                         per_sample_weights=weights[order])
+            grad_table = scatter_to_table(grad_out, indices, weights, counts, n * h * w * k2)
             if ctx.rows:
                 grad_input = grad_table.view(n, h, w, k2, g)
             else:

@@ -6,9 +6,18 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...ops import ps_roi_assemble, ps_roi_assemble_rows, ps_roi_assemble_rows_chunks, rows_layout_applies, rows_to_maps
+from ...ops import (
+    boxes_to_rois,
+    ps_roi_assemble,
+    ps_roi_assemble_rows,
+    ps_roi_assemble_rows_chunks,
+    rows_layout_applies,
+    rows_to_maps,
+)
+from ...ops.ps_roi_gather import gather_plan, scatter_to_table
 from .config import FCISConfig
 
 __all__ = ["FCISHead", "ScoreMaps", "RoIScores", "DetectionScores", "MaskProbs"]
@@ -60,29 +69,38 @@ class ScoreMaps:
 @dataclass
 class RoIScores:
     """Per-RoI outputs. class_logits (R, C+1); mask_logits (R, C+1, 2, P, P) with [:, :, 0] the
-    inside and [:, :, 1] the outside score; box_deltas (R, 4)."""
+    inside and [:, :, 1] the outside score; box_deltas (R, 4). Where ``FCISHead.score_rois`` was
+    given the labels (training's gradient pass) it keeps only their classes' mask logits,
+    ``label_mask_logits`` (R, 2, P, P), and ``mask_logits`` may be None."""
 
     class_logits: Tensor
-    mask_logits: Tensor
+    mask_logits: Tensor | None
     box_deltas: Tensor
     #: (R, 2, P, P) mask logits of the ``labels`` given to ``FCISHead.score_rois``, or None.
     label_mask_logits: Tensor | None = None
 
+    def all_mask_logits(self) -> Tensor:
+        """``mask_logits``; an error where only the labels' were kept."""
+        if self.mask_logits is None:
+            raise RuntimeError("these RoIScores keep only the labels' mask logits (score_rois(..., labels=...))")
+        return self.mask_logits
+
     def select(self, index: Tensor) -> "RoIScores":
-        return RoIScores(self.class_logits[index], self.mask_logits[index], self.box_deltas[index])
+        return RoIScores(self.class_logits[index], self.all_mask_logits()[index], self.box_deltas[index])
 
     @staticmethod
     def cat(parts: list["RoIScores"]) -> "RoIScores":
-        return RoIScores(torch.cat([p.class_logits for p in parts]), torch.cat([p.mask_logits for p in parts]),
+        return RoIScores(torch.cat([p.class_logits for p in parts]), torch.cat([p.all_mask_logits() for p in parts]),
                          torch.cat([p.box_deltas for p in parts]))
 
     def mask_probs(self) -> Tensor:
         """(R, C+1, P, P): per-pixel softmax over (inside, outside), probability of inside."""
-        return torch.sigmoid(self.mask_logits[:, :, 0] - self.mask_logits[:, :, 1])
+        logits = self.all_mask_logits()
+        return torch.sigmoid(logits[:, :, 0] - logits[:, :, 1])
 
     def lazy_mask_probs(self) -> "MaskProbs":
         """The same probabilities, computed only for the (RoI, class) pairs that are read."""
-        return MaskProbs(self.mask_logits)
+        return MaskProbs(self.all_mask_logits())
 
 
 @dataclass
@@ -204,6 +222,14 @@ class FCISHead(nn.Module):
         num, classes = rois.shape[0], cfg.num_classes + 1
         rows = maps.inside_outside_rows
         rows_layout = rows is not None                        # (read before the maps are released)
+        if rows is not None and labels is not None and maps.detection is None and num and torch.is_grad_enabled():
+            # Training's gradient pass: assembled and reduced 16 RoIs at a time (_AssembleAndPick),
+            # so the (R, 2(C+1), P, P) logits are never stored.
+            class_logits, label_logits = _AssembleAndPick.apply(rows, _as_rois(rois, rows), labels, k, p,
+                                                                self.spatial_scale, cfg.sampling_ratio)
+            if release_maps:
+                maps.release_inside_outside()
+            return RoIScores(class_logits, None, self.box_deltas(maps, rois), label_logits)
         if rows is not None:
             # groups ordered (inside/outside, class): the inside and outside scores of a cell are
             # two contiguous runs of C+1 values.
@@ -215,10 +241,7 @@ class FCISHead(nn.Module):
             assembled = ps_roi_assemble(maps.inside_outside, rois, k, p, self.spatial_scale, cfg.sampling_ratio,
                                         mode=cfg.assemble_mode)
             mask_logits = assembled.view(num, classes, 2, p, p)
-        label_logits = None
-        if maps.detection is None and rows_layout and labels is not None and torch.is_grad_enabled():
-            class_logits, label_logits = _MeanOfMaxAndPick.apply(mask_logits, labels)
-        elif maps.detection is None and rows_layout:
+        if maps.detection is None and rows_layout:
             class_logits = _MeanOfMax.apply(mask_logits)
         elif maps.detection is None:
             # max(inside, outside) as an elementwise maximum: the same values and gradients as
@@ -229,7 +252,7 @@ class FCISHead(nn.Module):
                                   mode=cfg.assemble_mode)
             class_logits = det.mean(dim=(2, 3))
         # The box maps are assembled on the k×k grid and averaged (the original's PS-RoI pooling).
-        return RoIScores(class_logits, mask_logits, self.box_deltas(maps, rois), label_logits)
+        return RoIScores(class_logits, mask_logits, self.box_deltas(maps, rois))
 
 
     def score_rois_for_detection(self, maps: ScoreMaps, rois: Tensor) -> DetectionScores:
@@ -242,7 +265,7 @@ class FCISHead(nn.Module):
         rows = maps.inside_outside_rows
         if rows is None or maps.detection is not None or torch.is_grad_enabled():
             scores = self.score_rois(maps, rois)
-            logits = scores.mask_logits
+            logits = scores.all_mask_logits()
             return DetectionScores(scores.class_logits, logits[:, :, 0] - logits[:, :, 1], scores.box_deltas)
         num, classes = rois.shape[0], cfg.num_classes + 1
         class_logits = rows.new_empty(num, classes)
@@ -304,6 +327,71 @@ class _RowsLinear(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(dim=(0, 1)).view(k2, 2, classes).permute(2, 1, 0).reshape(bias.shape)
         return grad_x, grad_w, grad_b, None, None
+
+
+def _as_rois(boxes: Tensor, rows: Tensor) -> Tensor:
+    """(R, 5) RoIs in the coordinate dtype ``ps_roi_assemble_rows`` uses (at least float32)."""
+    return boxes_to_rois(boxes, rows).to(dtype=torch.promote_types(rows.dtype, torch.float32), device=rows.device)
+
+
+class _AssembleAndPick(torch.autograd.Function):
+    """Training's gradient pass from the gather's table: (N, H, W, k², 2(C+1)) ``rows``, (R, 5)
+    ``rois`` and (R,) ``labels`` -> (the (R, C+1) class logits, the labels' (R, 2, P, P) mask
+    logits), the values and gradients of ``ps_roi_assemble_rows`` followed by
+    :class:`_MeanOfMax` and the labels' logits. The RoIs are gathered ``chunk`` at a time and each chunk reduced
+    at once, so the (R, 2(C+1), P, P) logits are never stored (peak training memory); saved for
+    the backward: the gather's pairs, one byte per cell (which side won) and the labels. The
+    backward writes the logits' gradient once and scatters it into the table (the gather's own
+    transposed gather)."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, rois: Tensor, labels: Tensor, k: int, p: int, spatial_scale: float,
+                sampling_ratio: int, chunk: int = 16) -> tuple[Tensor, Tensor]:
+        n, h, w, k2, g = rows.shape
+        classes = g // 2
+        num = rois.shape[0]
+        table = rows.reshape(-1, g)
+        indices, offsets, weights, counts = gather_plan(rois, n, h, w, k, p, p, spatial_scale, sampling_ratio,
+                                                        rows.dtype)
+        class_logits = rows.new_empty(num, classes)
+        picked = rows.new_empty(num, 2, p, p)
+        won = torch.empty(num, p, p, classes, dtype=torch.uint8, device=rows.device)
+        cells = p * p
+        for start in range(0, num, chunk):
+            stop = min(start + chunk, num)
+            first = int(offsets[start * cells])
+            last = int(offsets[stop * cells]) if stop < num else indices.numel()
+            part = F.embedding_bag(indices[first:last], table, offsets[start * cells:stop * cells] - first,
+                                   mode="sum", per_sample_weights=weights[first:last])
+            io = part.view(stop - start, p, p, 2, classes)
+            inside, outside = io[..., 0, :], io[..., 1, :]
+            class_logits[start:stop] = torch.maximum(inside, outside).mean(dim=(1, 2))
+            won[start:stop] = (inside > outside).to(torch.uint8).mul_(2).add_(inside == outside)
+            picked[start:stop] = io[torch.arange(stop - start, device=rows.device), :, :, :,
+                                    labels[start:stop]].permute(0, 3, 1, 2)
+        ctx.save_for_backward(indices, weights, counts, won, labels)
+        ctx.table_shape = rows.shape
+        return class_logits, picked
+
+    @staticmethod
+    def backward(ctx, grad_cls: Tensor | None, grad_picked: Tensor | None):
+        indices, weights, counts, won, labels = ctx.saved_tensors
+        n, h, w, k2, g = ctx.table_shape
+        num, p, _, classes = won.shape
+        dtype = grad_cls.dtype if grad_cls is not None else grad_picked.dtype     # type: ignore[union-attr]
+        grad = torch.empty(num, p, p, 2, classes, dtype=dtype, device=won.device)  # the gather's layout
+        if grad_cls is None:
+            grad.zero_()
+        else:                                             # _MeanOfMax's backward (ties: half each way)
+            cell = (grad_cls / (p * p))[:, None, None, :]
+            inside_share = won.to(dtype).mul_(0.5)
+            torch.mul(cell, inside_share, out=grad[..., 0, :])
+            torch.mul(cell, 1.0 - inside_share, out=grad[..., 1, :])
+        if grad_picked is not None:
+            rows = torch.arange(num, device=labels.device)
+            grad.permute(0, 4, 3, 1, 2).index_put_((rows, labels), grad_picked, accumulate=True)
+        grad_table = scatter_to_table(grad.view(num * p * p, g), indices, weights, counts, n * h * w * k2)
+        return grad_table.view(n, h, w, k2, g), None, None, None, None, None, None, None
 
 
 class _ReorderedWeights:
@@ -382,29 +470,3 @@ class _MeanOfMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         return _MeanOfMax.gradient(ctx, grad_out, grad_out.dtype), None
-
-
-class _MeanOfMaxAndPick(torch.autograd.Function):
-    """(R, C+1, 2, P, P) mask logits and (R,) labels -> (``_MeanOfMax``'s (R, C+1) class logits,
-    the (R, 2, P, P) mask logits of each RoI's label), with one backward that writes the whole
-    gradient once in the logits' layout and adds the picked classes' gradient into it (indexing
-    the logits instead would zero-fill a second (R, C+1, 2, P, P) gradient, add the two and copy
-    the sum into the gather's layout)."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        rows = torch.arange(len(labels), device=labels.device)
-        picked = logits[rows, labels]
-        _MeanOfMax.save_winners(ctx, logits)
-        ctx.labels = labels
-        ctx.dtype = logits.dtype
-        return _MeanOfMax.compute(logits), picked
-
-    @staticmethod
-    def backward(ctx, grad_cls: Tensor | None, grad_picked: Tensor | None):
-        grad = _MeanOfMax.gradient(ctx, grad_cls, ctx.dtype)
-        if grad_picked is not None:
-            labels = ctx.labels
-            rows = torch.arange(len(labels), device=labels.device)
-            grad.index_put_((rows, labels), grad_picked, accumulate=True)
-        return grad, None

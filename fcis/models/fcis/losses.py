@@ -30,7 +30,7 @@ def per_roi_losses(scores: RoIScores | DetectionScores, labels: Tensor, box_targ
     elif scores.label_mask_logits is not None:      # picked by score_rois(..., labels=labels)
         diff = scores.label_mask_logits[:, 0] - scores.label_mask_logits[:, 1]
     else:
-        io = scores.mask_logits[rows, labels]                               # (R, 2, P, P)
+        io = scores.all_mask_logits()[rows, labels]                         # (R, 2, P, P)
         diff = io[:, 0] - io[:, 1]
     # softmax over (inside, outside) with target "inside" is a logistic loss on inside - outside.
     mask = F.binary_cross_entropy_with_logits(diff, masks, reduction="none").mean(dim=(1, 2))
