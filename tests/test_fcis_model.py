@@ -394,19 +394,26 @@ def test_detection_scores_equal_score_rois(model, monkeypatch):
     assert graded.class_logits.grad_fn is not None
 
 
+def _random_training_rois(model, n: int, seed: int):
+    """conv5 features of one 6×8 map, ``n`` random RoIs on it, labels in 0..3, box targets and
+    21×21 mask targets: the inputs of per_roi_losses for the head of ``model``."""
+    gen = torch.Generator().manual_seed(seed)
+    c5 = torch.rand(1, model.backbone.c5_channels, 6, 8, generator=gen)
+    xy = torch.rand(n, 2, generator=gen) * 80
+    rois = torch.cat([torch.zeros(n, 1), xy, xy + 8 + torch.rand(n, 2, generator=gen) * 40], dim=1)
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    box_targets = torch.randn(n, 4, generator=gen)
+    masks = (torch.rand(n, 21, 21, generator=gen) > 0.5).float()
+    return c5, rois, labels, box_targets, masks
+
+
 def test_ohem_losses_from_detection_scores_equal_those_from_roi_scores(model):
     """OHEM's gradient-free pass scores RoIs as inference does (DetectionScores); its per-RoI
     losses are those of the gradient pass's RoIScores, so the same RoIs are chosen."""
     from fcis.models.fcis.losses import per_roi_losses
 
     model.train()
-    gen = torch.Generator().manual_seed(2)
-    c5 = torch.rand(1, model.backbone.c5_channels, 6, 8, generator=gen)
-    xy = torch.rand(40, 2, generator=gen) * 80
-    rois = torch.cat([torch.zeros(40, 1), xy, xy + 8 + torch.rand(40, 2, generator=gen) * 40], dim=1)
-    labels = torch.randint(0, 4, (40,), generator=gen)
-    box_targets = torch.randn(40, 4, generator=gen)
-    masks = (torch.rand(40, 21, 21, generator=gen) > 0.5).float()
+    c5, rois, labels, box_targets, masks = _random_training_rois(model, 40, seed=2)
     with torch.no_grad():
         maps = model.head(c5)
         want = per_roi_losses(model.head.score_rois(maps, rois), labels, box_targets, masks, 1.0)
@@ -424,13 +431,7 @@ def test_picked_label_logits_give_the_same_losses_and_gradients(model):
     from fcis.ops import ps_roi_assemble_rows
 
     model.train()
-    gen = torch.Generator().manual_seed(4)
-    c5 = torch.rand(1, model.backbone.c5_channels, 6, 8, generator=gen)
-    xy = torch.rand(30, 2, generator=gen) * 80
-    rois = torch.cat([torch.zeros(30, 1), xy, xy + 8 + torch.rand(30, 2, generator=gen) * 40], dim=1)
-    labels = torch.randint(0, 4, (30,), generator=gen)
-    box_targets = torch.randn(30, 4, generator=gen)
-    masks = (torch.rand(30, 21, 21, generator=gen) > 0.5).float()
+    c5, rois, labels, box_targets, masks = _random_training_rois(model, 30, seed=4)
     results = []
     for pick in (False, True):
         model.zero_grad(set_to_none=True)
@@ -442,6 +443,7 @@ def test_picked_label_logits_give_the_same_losses_and_gradients(model):
                         model.head.reduce.weight.grad.clone()))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    gen = torch.Generator().manual_seed(4)
     table = torch.randn(2, 5, 6, 4, 2 * 3, dtype=torch.float64, generator=gen)   # k = 2, C+1 = 3
     table[0, 1:3, 1:4, :, :3] = table[0, 1:3, 1:4, :, 3:]                  # ties between inside and outside
     boxes = torch.tensor([[0, 0.5, 1.0, 4.0, 3.5], [1, 1.0, 0.0, 5.5, 4.0], [0, 0.0, 0.0, 2.0, 2.0],

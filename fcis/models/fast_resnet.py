@@ -19,7 +19,6 @@ and to Mask R-CNN's ResNet-FPN body (benchmarks/SPEED.md, round 3, has the measu
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from typing import Any, Iterable
 
@@ -31,6 +30,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .derived_cache import DerivedCache
 
 __all__ = ["cpu_channels_last", "BatchNormFolder", "run_resnet_modules", "ResNetLayerGetter"]
 
@@ -56,13 +57,11 @@ def _foldable(bn: nn.Module) -> bool:
 
 
 class BatchNormFolder:
-    """Folded (weight, bias) of (convolution, BatchNorm) pairs, cached by convolution.
-
-    A cache entry holds weak references to the tensors it was made from and their versions, so
-    that it is used only while every one of them is the same tensor, unmodified."""
+    """Folded (weight, bias) of (convolution, BatchNorm) pairs, cached by convolution
+    (:class:`~fcis.models.derived_cache.DerivedCache`: remade when a source tensor changes)."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[tuple[weakref.ref, ...], tuple[int, ...], Tensor, Tensor]] = {}
+        self._cache = DerivedCache()
 
     @staticmethod
     def applies(module: nn.Module) -> bool:
@@ -74,31 +73,16 @@ class BatchNormFolder:
         folded (a BatchNorm in training mode, a padding mode other than zeros)."""
         if not (isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros" and _foldable(bn)):
             return bn(conv(x))
-        weight, bias = self._folded(conv, bn)
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-    def _folded(self, conv: nn.Conv2d, bn: Any) -> tuple[Tensor, Tensor]:
         sources = tuple(t for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
                         if t is not None)
-        versions = tuple(t._version for t in sources)
-        entry = self._cache.get(id(conv))
-        if entry is not None and entry[1] == versions and all(r() is t for r, t in zip(entry[0], sources)):
-            return entry[2], entry[3]
-        assert bn.running_mean is not None and bn.running_var is not None
-        fused_w, fused_b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
-                                                bn.eps, bn.weight, bn.bias)
-        weight, bias = fused_w.detach(), fused_b.detach()
-        self._cache[id(conv)] = (tuple(weakref.ref(t) for t in sources), versions, weight, bias)
-        return weight, bias
+        weight, bias = self._cache.get(id(conv), sources, lambda: _fold(conv, bn))
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
-    def __deepcopy__(self, memo: dict) -> "BatchNormFolder":
-        return BatchNormFolder()          # a copy's parameters are new tensors: nothing to share
 
-    def __getstate__(self) -> dict:
-        return {}                         # weak references do not pickle; the cache is rebuilt
-
-    def __setstate__(self, state: dict) -> None:
-        self._cache = {}
+def _fold(conv: nn.Conv2d, bn: Any) -> tuple[Tensor, Tensor]:
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                        bn.eps, bn.weight, bn.bias)
+    return weight.detach(), bias.detach()
 
 
 def run_resnet_modules(modules: Iterable[tuple[str, nn.Module]], x: Tensor, folder: BatchNormFolder,

@@ -159,10 +159,7 @@ def ps_roi_assemble(
         if mode != "average":
             raise ValueError(f"mode must be 'bilinear' or 'average', got {mode!r}")
         return ps_roi_pool_avg(input, boxes_to_rois(boxes, input), k, (ph, pw), spatial_scale)
-    # Coordinates in at least float32: under bf16/fp16 autocast, RoIs rounded to the maps' dtype
-    # would move by pixels; only the normalised sampling grid is cast to the maps' dtype.
-    coord_dtype = torch.promote_types(input.dtype, torch.float32)
-    rois = boxes_to_rois(boxes, input).to(dtype=coord_dtype, device=input.device)
+    rois = coordinate_rois(boxes, input)
     num = rois.shape[0]
     if _known_zero(num) or h == 0 or w == 0:
         return input.new_zeros(num, g, ph, pw) + 0.0 * input.sum()
@@ -221,6 +218,24 @@ def rows_to_maps(rows: Tensor) -> Tensor:
     return rows.permute(0, 4, 3, 1, 2).reshape(n, g * k2, h, w)
 
 
+def coordinate_rois(boxes: Tensor | list[Tensor], like: Tensor) -> Tensor:
+    """(K, 5) RoIs of ``boxes`` on ``like``'s device in at least float32: under bf16/fp16 autocast,
+    RoIs rounded to the maps' dtype would move by pixels (only the normalised sampling grid takes
+    the maps' dtype)."""
+    return boxes_to_rois(boxes, like).to(dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
+
+
+def _check_rows(rows: Tensor, group_size: int, output_size: int | tuple[int, int]) -> tuple[int, int, int]:
+    """k, Ph, Pw of a call on (N, H, W, k², G) ``rows``; ValueError for a wrong shape or size."""
+    k = int(group_size)
+    ph, pw = _pair(output_size)
+    if rows.dim() != 5 or rows.shape[3] != k * k:
+        raise ValueError(f"rows must be (N, H, W, k², G) with k² = {k * k}, got {tuple(rows.shape)}")
+    if ph < k or pw < k:
+        raise ValueError(f"output_size {(ph, pw)} must be at least group_size {k}")
+    return k, ph, pw
+
+
 def ps_roi_assemble_rows(
     rows: Tensor,
     boxes: Tensor | list[Tensor],
@@ -235,16 +250,11 @@ def ps_roi_assemble_rows(
     convolution written as a matmul produces it directly: ``FCISHead``). Same values and gradients
     as ``ps_roi_assemble(rows_to_maps(rows), ...)``, which is what runs where the fast path does
     not apply (fp16/bf16, tracing/export, < 8 groups). Returns (K, G, Ph, Pw)."""
-    k = int(group_size)
-    ph, pw = _pair(output_size)
-    if rows.dim() != 5 or rows.shape[3] != k * k:
-        raise ValueError(f"rows must be (N, H, W, k², G) with k² = {k * k}, got {tuple(rows.shape)}")
-    if ph < k or pw < k:
-        raise ValueError(f"output_size {(ph, pw)} must be at least group_size {k}")
+    k, ph, pw = _check_rows(rows, group_size, output_size)
     n, h, w, _, g = rows.shape
     if not _gather_path_applies(rows, g):
         return ps_roi_assemble(rows_to_maps(rows), boxes, k, (ph, pw), spatial_scale, sampling_ratio)
-    rois = boxes_to_rois(boxes, rows).to(dtype=torch.promote_types(rows.dtype, torch.float32), device=rows.device)
+    rois = coordinate_rois(boxes, rows)
     if rois.shape[0] == 0 or h == 0 or w == 0:
         return rows.new_zeros(rois.shape[0], g, ph, pw) + 0.0 * rows.sum()
     return assemble_by_gather(rows.contiguous(), rois, k, ph, pw, spatial_scale, sampling_ratio)
@@ -263,13 +273,10 @@ def ps_roi_assemble_rows_chunks(
     ``(start, values)`` with ``values`` (m, G, Ph, Pw), the same values as
     ``ps_roi_assemble_rows(rows, boxes, ...)[start:start + m]``. A consumer that reduces each chunk
     at once keeps the (K, G, Ph, Pw) result from ever existing whole."""
-    k = int(group_size)
-    ph, pw = _pair(output_size)
-    if rows.dim() != 5 or rows.shape[3] != k * k:
-        raise ValueError(f"rows must be (N, H, W, k², G) with k² = {k * k}, got {tuple(rows.shape)}")
+    k, ph, pw = _check_rows(rows, group_size, output_size)
     n, h, w, _, g = rows.shape
     rows = rows.detach()
-    rois = boxes_to_rois(boxes, rows).to(dtype=torch.promote_types(rows.dtype, torch.float32), device=rows.device)
+    rois = coordinate_rois(boxes, rows)
     if not _gather_path_applies(rows, g) or h == 0 or w == 0:
         for start in range(0, rois.shape[0], chunk):
             yield start, ps_roi_assemble_rows(rows, rois[start:start + chunk], k, (ph, pw), spatial_scale,

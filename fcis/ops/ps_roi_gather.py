@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["assemble_by_gather", "assemble_rows_in_chunks", "gather_plan", "scatter_to_table"]
+__all__ = ["assemble_by_gather", "assemble_rows_in_chunks", "gather_in_chunks", "gather_plan", "scatter_to_table"]
 
 
 def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, n_bins: int, size: int
@@ -215,6 +215,19 @@ def assemble_by_gather(input: Tensor, rois: Tensor, k: int, ph: int, pw: int, sp
     return out.view(num, ph, pw, g).permute(0, 3, 1, 2)
 
 
+def gather_in_chunks(table: Tensor, indices: Tensor, offsets: Tensor, weights: Tensor, num: int, cells: int,
+                     chunk: int) -> Iterator[tuple[int, int, Tensor]]:
+    """The gather of a :func:`gather_plan` (``num`` RoIs of ``cells`` bags each) over the (rows, G)
+    ``table``, ``chunk`` RoIs at a time, without autograd: yields ``(start, stop, values)`` with
+    ``values`` ((stop - start)·cells, G), one gather of that slice of the bags each."""
+    for start in range(0, num, chunk):
+        stop = min(start + chunk, num)
+        first = int(offsets[start * cells])
+        last = int(offsets[stop * cells]) if stop < num else indices.numel()
+        yield start, stop, F.embedding_bag(indices[first:last], table, offsets[start * cells:stop * cells] - first,
+                                           mode="sum", per_sample_weights=weights[first:last])
+
+
 def assemble_rows_in_chunks(rows: Tensor, rois: Tensor, k: int, ph: int, pw: int, spatial_scale: float,
                             sampling_ratio: int, chunk: int) -> Iterator[tuple[int, Tensor]]:
     """:func:`assemble_by_gather` of an (N, H, W, k², G) table ``chunk`` RoIs at a time, without
@@ -222,14 +235,7 @@ def assemble_rows_in_chunks(rows: Tensor, rois: Tensor, k: int, ph: int, pw: int
     ``start .. start + m``. The plan is made once for all RoIs; each chunk is one gather of its
     slice of the bags (a consumer that reduces each chunk at once reads it from the cache)."""
     n, h, w, _, g = rows.shape
-    table = rows.reshape(-1, g)
     indices, offsets, weights, _ = gather_plan(rois, n, h, w, k, ph, pw, spatial_scale, sampling_ratio, rows.dtype)
-    cells = ph * pw
-    num = rois.shape[0]
-    for start in range(0, num, chunk):
-        stop = min(start + chunk, num)
-        first = int(offsets[start * cells])
-        last = int(offsets[stop * cells]) if stop < num else indices.numel()
-        part = F.embedding_bag(indices[first:last], table, offsets[start * cells:stop * cells] - first,
-                               mode="sum", per_sample_weights=weights[first:last])
+    for start, stop, part in gather_in_chunks(rows.reshape(-1, g), indices, offsets, weights, rois.shape[0],
+                                              ph * pw, chunk):
         yield start, part.view(stop - start, ph, pw, g).permute(0, 3, 1, 2)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...ops import (
-    boxes_to_rois,
     ps_roi_assemble,
     ps_roi_assemble_rows,
     ps_roi_assemble_rows_chunks,
     rows_layout_applies,
     rows_to_maps,
 )
-from ...ops.ps_roi_gather import gather_plan, scatter_to_table
+from ...ops.ps_roi_assemble import coordinate_rois
+from ...ops.ps_roi_gather import gather_in_chunks, gather_plan, scatter_to_table
+from ..derived_cache import DerivedCache
 from .config import FCISConfig
 
 __all__ = ["FCISHead", "ScoreMaps", "RoIScores", "DetectionScores", "MaskProbs"]
@@ -168,7 +167,7 @@ class FCISHead(nn.Module):
         self.boxes = nn.Conv2d(cfg.head_channels, 4 * k2, 1)
         self.detection = (nn.Conv2d(cfg.head_channels, k2 * classes, 1)
                           if cfg.score_maps == "separate" else None)
-        self._reordered = _ReorderedWeights()
+        self._reordered = DerivedCache()      # the table matmul's reordered weight, at inference
         for layer in (self.reduce, self.inside_outside, self.boxes, self.detection):
             if layer is not None:
                 nn.init.normal_(layer.weight, std=0.01)
@@ -202,7 +201,10 @@ class FCISHead(nn.Module):
         if torch.is_grad_enabled():
             rows = _RowsLinear.apply(x, self.inside_outside.weight, bias, classes, k2)
         else:             # inference: the reordered weight is kept between calls (remade when it changes)
-            rows = _RowsLinear.matmul(x, *self._reordered.get(self.inside_outside.weight, bias, classes, k2))
+            weight = self.inside_outside.weight
+            reordered = self._reordered.get((classes, k2), (weight, bias),
+                                            lambda: _RowsLinear.reordered(weight.detach(), bias.detach(), classes, k2))
+            rows = _RowsLinear.matmul(x, *reordered)
         return rows.view(n, h, w, k2, 2 * classes)
 
     def box_deltas(self, maps: ScoreMaps, rois: Tensor) -> Tensor:
@@ -225,7 +227,7 @@ class FCISHead(nn.Module):
         if rows is not None and labels is not None and maps.detection is None and num and torch.is_grad_enabled():
             # Training's gradient pass: assembled and reduced 16 RoIs at a time (_AssembleAndPick),
             # so the (R, 2(C+1), P, P) logits are never stored.
-            class_logits, label_logits = _AssembleAndPick.apply(rows, _as_rois(rois, rows), labels, k, p,
+            class_logits, label_logits = _AssembleAndPick.apply(rows, coordinate_rois(rois, rows), labels, k, p,
                                                                 self.spatial_scale, cfg.sampling_ratio)
             if release_maps:
                 maps.release_inside_outside()
@@ -289,7 +291,7 @@ class _RowsLinear(torch.autograd.Function):
     is reordered again in the backward), and takes the rows' gradient as it is."""
 
     @staticmethod
-    def _reordered(weight: Tensor, bias: Tensor, classes: int, k2: int) -> tuple[Tensor, Tensor]:
+    def reordered(weight: Tensor, bias: Tensor, classes: int, k2: int) -> tuple[Tensor, Tensor]:
         cin = weight.shape[1]
         return (weight.view(classes, 2, k2, cin).permute(2, 1, 0, 3).reshape(-1, cin),
                 bias.view(classes, 2, k2).permute(2, 1, 0).reshape(-1))
@@ -305,7 +307,7 @@ class _RowsLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, classes: int, k2: int) -> Tensor:
-        rows = _RowsLinear.matmul(x, *_RowsLinear._reordered(weight, bias, classes, k2))
+        rows = _RowsLinear.matmul(x, *_RowsLinear.reordered(weight, bias, classes, k2))
         ctx.save_for_backward(x, weight, bias)
         ctx.sizes = (classes, k2)
         return rows
@@ -315,7 +317,7 @@ class _RowsLinear(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         classes, k2 = ctx.sizes
         n, cin, h, w = x.shape
-        wr, _ = _RowsLinear._reordered(weight, bias, classes, k2)
+        wr, _ = _RowsLinear.reordered(weight, bias, classes, k2)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = x.new_empty(x.shape)
@@ -327,11 +329,6 @@ class _RowsLinear(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(dim=(0, 1)).view(k2, 2, classes).permute(2, 1, 0).reshape(bias.shape)
         return grad_x, grad_w, grad_b, None, None
-
-
-def _as_rois(boxes: Tensor, rows: Tensor) -> Tensor:
-    """(R, 5) RoIs in the coordinate dtype ``ps_roi_assemble_rows`` uses (at least float32)."""
-    return boxes_to_rois(boxes, rows).to(dtype=torch.promote_types(rows.dtype, torch.float32), device=rows.device)
 
 
 class _AssembleAndPick(torch.autograd.Function):
@@ -350,23 +347,16 @@ class _AssembleAndPick(torch.autograd.Function):
         n, h, w, k2, g = rows.shape
         classes = g // 2
         num = rois.shape[0]
-        table = rows.reshape(-1, g)
         indices, offsets, weights, counts = gather_plan(rois, n, h, w, k, p, p, spatial_scale, sampling_ratio,
                                                         rows.dtype)
         class_logits = rows.new_empty(num, classes)
         picked = rows.new_empty(num, 2, p, p)
         won = torch.empty(num, p, p, classes, dtype=torch.uint8, device=rows.device)
-        cells = p * p
-        for start in range(0, num, chunk):
-            stop = min(start + chunk, num)
-            first = int(offsets[start * cells])
-            last = int(offsets[stop * cells]) if stop < num else indices.numel()
-            part = F.embedding_bag(indices[first:last], table, offsets[start * cells:stop * cells] - first,
-                                   mode="sum", per_sample_weights=weights[first:last])
+        for start, stop, part in gather_in_chunks(rows.reshape(-1, g), indices, offsets, weights, num, p * p, chunk):
             io = part.view(stop - start, p, p, 2, classes)
             inside, outside = io[..., 0, :], io[..., 1, :]
             class_logits[start:stop] = torch.maximum(inside, outside).mean(dim=(1, 2))
-            won[start:stop] = (inside > outside).to(torch.uint8).mul_(2).add_(inside == outside)
+            won[start:stop] = _winners(inside, outside)
             picked[start:stop] = io[torch.arange(stop - start, device=rows.device), :, :, :,
                                     labels[start:stop]].permute(0, 3, 1, 2)
         ctx.save_for_backward(indices, weights, counts, won, labels)
@@ -383,43 +373,12 @@ class _AssembleAndPick(torch.autograd.Function):
         if grad_cls is None:
             grad.zero_()
         else:                                             # _MeanOfMax's backward (ties: half each way)
-            cell = (grad_cls / (p * p))[:, None, None, :]
-            inside_share = won.to(dtype).mul_(0.5)
-            torch.mul(cell, inside_share, out=grad[..., 0, :])
-            torch.mul(cell, 1.0 - inside_share, out=grad[..., 1, :])
+            _split_by_winner((grad_cls / (p * p))[:, None, None, :], won, grad[..., 0, :], grad[..., 1, :])
         if grad_picked is not None:
             rows = torch.arange(num, device=labels.device)
             grad.permute(0, 4, 3, 1, 2).index_put_((rows, labels), grad_picked, accumulate=True)
         grad_table = scatter_to_table(grad.view(num * p * p, g), indices, weights, counts, n * h * w * k2)
         return grad_table.view(n, h, w, k2, g), None, None, None, None, None, None, None
-
-
-class _ReorderedWeights:
-    """``_RowsLinear._reordered(weight, bias, ...)`` kept for inference: used while ``weight`` and
-    ``bias`` are the same tensors, unmodified (their versions), else made again. Copies and
-    pickles of the head start empty."""
-
-    def __init__(self) -> None:
-        self._entry: tuple[weakref.ref, weakref.ref, tuple[int, int, int, int], Tensor, Tensor] | None = None
-
-    def get(self, weight: Tensor, bias: Tensor, classes: int, k2: int) -> tuple[Tensor, Tensor]:
-        key = (weight._version, bias._version, classes, k2)
-        e = self._entry
-        if e is not None and e[0]() is weight and e[1]() is bias and e[2] == key:
-            return e[3], e[4]
-        with torch.no_grad():
-            wr, br = _RowsLinear._reordered(weight, bias, classes, k2)
-        self._entry = (weakref.ref(weight), weakref.ref(bias), key, wr.contiguous(), br.contiguous())
-        return self._entry[3], self._entry[4]
-
-    def __deepcopy__(self, memo: dict) -> "_ReorderedWeights":
-        return _ReorderedWeights()
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self._entry = None
 
 
 class _MeanOfMax(torch.autograd.Function):
@@ -431,42 +390,37 @@ class _MeanOfMax(torch.autograd.Function):
     gradient in the logits' own layout (no zero-filled gradient per side)."""
 
     @staticmethod
-    def compute(logits: Tensor, chunk: int = 16) -> Tensor:
+    def forward(ctx, logits: Tensor, chunk: int = 16) -> Tensor:
         inside, outside = logits[:, :, 0], logits[:, :, 1]
         num = logits.shape[0]
         if num <= chunk or logits.device.type != "cpu":
-            return torch.maximum(inside, outside).mean(dim=(2, 3))
-        return torch.cat([torch.maximum(inside[s:s + chunk], outside[s:s + chunk]).mean(dim=(2, 3))
-                          for s in range(0, num, chunk)])
-
-    @staticmethod
-    def save_winners(ctx, logits: Tensor) -> None:
-        inside, outside = logits[:, :, 0], logits[:, :, 1]
-        won = (inside > outside).to(torch.uint8).mul_(2).add_(inside == outside)   # 2 inside, 1 tie, 0 outside
-        ctx.save_for_backward(won)
-        ctx.geometry = (logits.shape, logits.stride())
-
-    @staticmethod
-    def gradient(ctx, grad_out: Tensor | None, dtype: torch.dtype) -> Tensor:
-        """The logits' gradient (zero where ``grad_out`` is None), in the logits' own layout."""
-        won = ctx.saved_tensors[0]
-        shape, stride = ctx.geometry
-        grad = torch.empty_strided(shape, stride, dtype=dtype, device=won.device)
-        if grad_out is None:
-            return grad.zero_()
-        cell = (grad_out / (shape[3] * shape[4]))[:, :, None, None]              # the mean's backward
-        inside_share = won.to(grad_out.dtype).mul_(0.5)                           # 1, 0.5 or 0
-        torch.mul(cell, inside_share, out=grad[:, :, 0])
-        torch.mul(cell, 1.0 - inside_share, out=grad[:, :, 1])
-        return grad
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, chunk: int = 16) -> Tensor:
-        out = _MeanOfMax.compute(logits, chunk)
+            out = torch.maximum(inside, outside).mean(dim=(2, 3))
+        else:
+            out = torch.cat([torch.maximum(inside[s:s + chunk], outside[s:s + chunk]).mean(dim=(2, 3))
+                             for s in range(0, num, chunk)])
         if ctx.needs_input_grad[0]:
-            _MeanOfMax.save_winners(ctx, logits)
+            ctx.save_for_backward(_winners(inside, outside))
+            ctx.geometry = (logits.shape, logits.stride())
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        return _MeanOfMax.gradient(ctx, grad_out, grad_out.dtype), None
+        (won,) = ctx.saved_tensors
+        shape, stride = ctx.geometry
+        grad = torch.empty_strided(shape, stride, dtype=grad_out.dtype, device=grad_out.device)
+        cell = (grad_out / (shape[3] * shape[4]))[:, :, None, None]              # the mean's backward
+        _split_by_winner(cell, won, grad[:, :, 0], grad[:, :, 1])
+        return grad, None
+
+
+def _winners(inside: Tensor, outside: Tensor) -> Tensor:
+    """One byte per cell for max(inside, outside)'s backward: 2 inside won, 1 tie, 0 outside."""
+    return (inside > outside).to(torch.uint8).mul_(2).add_(inside == outside)
+
+
+def _split_by_winner(cell: Tensor, won: Tensor, inside_grad: Tensor, outside_grad: Tensor) -> None:
+    """max's backward: ``cell`` to the side that won (:func:`_winners`), half to each on a tie
+    (as ``torch.maximum``), written into ``inside_grad`` and ``outside_grad``."""
+    inside_share = won.to(cell.dtype).mul_(0.5)                                   # 1, 0.5 or 0
+    torch.mul(cell, inside_share, out=inside_grad)
+    torch.mul(cell, 1.0 - inside_share, out=outside_grad)

@@ -30,25 +30,13 @@ def select_detections(boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
         torchvision's contract: boxes (N, 4), labels (N,) in 1..C, scores (N,) descending,
         masks (N, 1, H, W) probabilities (the instance is ``mask >= cfg.mask_threshold``).
     """
-    scores = class_probs[:, 1:]                                              # (M, C)
-    cand, cls = torch.nonzero(scores > cfg.score_thresh, as_tuple=True)
-    flat_scores = scores[cand, cls]
-    keep = first_kept_nms(boxes[cand], flat_scores, cfg.nms_iou, cfg.detections_per_img, idxs=cls)
-    cand, labels, det_scores = cand[keep], cls[keep] + 1, flat_scores[keep]
+    cand, labels, det_scores = _kept_candidates(boxes, class_probs, cfg)
     det_boxes = boxes[cand]
     height, width = image_size
-    masks = class_probs.new_zeros(len(det_boxes), height, width)
-    for n, frame, voted in voted_windows(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
-                                         iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
-                                         kept_index=cand,
-                                         binarize=cfg.mask_threshold if cfg.voting_binarize else None):
+    masks = class_probs.new_zeros(len(cand), height, width)
+    for n, frame, voted, box in _voted(cand, labels, boxes, class_probs, mask_probs, image_size, cfg):
         masks[n, frame[1]:frame[3], frame[0]:frame[2]] = voted
-        if cfg.mask_voting:
-            # The tight box of the voted mask, found in its window (zero outside it): as
-            # masks_to_boxes_or_keep over the full-image masks, reading only the windows.
-            tight = tight_window_box(voted >= cfg.mask_threshold, frame[0], frame[1])
-            if tight is not None:
-                det_boxes[n] = tight.to(det_boxes.dtype)
+        det_boxes[n] = box
     return {"boxes": det_boxes, "labels": labels, "scores": det_scores, "masks": masks[:, None]}
 
 
@@ -57,12 +45,29 @@ def select_detection_windows(boxes: Tensor, class_probs: Tensor, mask_probs: Ten
     """:func:`select_detections` one detection at a time, keeping those with ``score >=
     score_threshold`` before any mask is voted: each as a :class:`MaskWindow` (the voted mask in
     its pixel window), same values as the full-image masks. Memory: one window, not (N, H, W)."""
-    scores = class_probs[:, 1:]
+    cand, labels, det_scores = _kept_candidates(boxes, class_probs, cfg, score_threshold)
+    for n, frame, voted, box in _voted(cand, labels, boxes, class_probs, mask_probs, image_size, cfg):
+        yield MaskWindow(box, int(labels[n]), float(det_scores[n]), voted, frame[0], frame[1], image_size)
+
+
+def _kept_candidates(boxes: Tensor, class_probs: Tensor, cfg: FCISConfig, score_threshold: float = 0.0
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-class NMS and top ``detections_per_img`` over every (candidate, class) above
+    ``cfg.score_thresh``, then ``score >= score_threshold``: the kept (N,) candidate indices,
+    labels in 1..C and scores, descending."""
+    scores = class_probs[:, 1:]                                              # (M, C)
     cand, cls = torch.nonzero(scores > cfg.score_thresh, as_tuple=True)
     flat_scores = scores[cand, cls]
     keep = first_kept_nms(boxes[cand], flat_scores, cfg.nms_iou, cfg.detections_per_img, idxs=cls)
     keep = keep[flat_scores[keep] >= score_threshold]
-    cand, labels, det_scores = cand[keep], cls[keep] + 1, flat_scores[keep]
+    return cand[keep], cls[keep] + 1, flat_scores[keep]
+
+
+def _voted(cand: Tensor, labels: Tensor, boxes: Tensor, class_probs: Tensor, mask_probs: Tensor,
+           image_size: tuple[int, int], cfg: FCISConfig) -> Iterator[tuple[int, tuple[int, int, int, int], Tensor, Tensor]]:
+    """Per kept detection n: ``(n, frame, voted, box)``, its voted mask in the pixel window
+    ``frame`` (:func:`voted_windows`) and its box: with voting, the tight box of the voted mask,
+    found in its window (zero outside it), else the candidate's box."""
     det_boxes = boxes[cand]
     for n, frame, voted in voted_windows(det_boxes, labels, boxes, class_probs, mask_probs, image_size,
                                          iou=cfg.voting_iou, min_score=cfg.score_thresh, voting=cfg.mask_voting,
@@ -72,4 +77,4 @@ def select_detection_windows(boxes: Tensor, class_probs: Tensor, mask_probs: Ten
         if cfg.mask_voting:
             tight = tight_window_box(voted >= cfg.mask_threshold, frame[0], frame[1])
             box = box if tight is None else tight.to(box.dtype)
-        yield MaskWindow(box, int(labels[n]), float(det_scores[n]), voted, frame[0], frame[1], image_size)
+        yield n, frame, voted, box
