@@ -68,9 +68,12 @@ LAYOUTS = {
 }
 
 
-def write_readme(scratch: Path) -> Path:
+def write_readme(scratch: Path, status: str = "") -> Path:
+    photos = sorted(p.name for p in scratch.iterdir() if p.is_dir() and p.name != "weights")
     lines = [
         "# Official FCIS intermediates (oracle dumps, not committed)",
+        "",
+        f"**Status: READY** for {len(photos)} photo(s): {', '.join(photos)}. {status}".rstrip(),
         "",
         "Written by `tools/official/run_official.py` (branch o-oracle) running the OFFICIAL msracver/FCIS test",
         "symbol with MXNet 1.9.1 on CPU, on the seeded weights (tools/official/seed_rule.py + the committed",
@@ -103,4 +106,4 @@ def write_readme(scratch: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(write_readme(Path(sys.argv[1])))
+    print(write_readme(Path(sys.argv[1]), " ".join(sys.argv[2:])))
