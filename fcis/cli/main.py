@@ -78,6 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary["best_checkpoint"]:
         print(f"best:       {summary['best_checkpoint']} (segm AP {100 * summary['best_metric']:.1f} "
               f"at iteration {summary['best_iteration']})")
+    if summary.get("curves"):
+        print(f"curves:     {summary['curves']}")
+    if summary.get("tensorboard"):  # without the package, the line at the start said how to get it
+        print(f"tensorboard: tensorboard --logdir {summary['output_dir']}")
     return 0
 
 
