@@ -93,11 +93,15 @@ class Curves:
                 if value is not None:
                     self.metrics.setdefault(label, []).append((it, value))
 
+    def loss_names(self) -> list[str]:
+        """The loss terms as drawn: the total (``loss``) first, then by name."""
+        return sorted(self.losses, key=lambda k: (k != "loss", k))
+
     def summary(self) -> dict[str, Any]:
         """What the picture shows (the PNG's ``fcis-curves`` text chunk)."""
         its = [i for i, _ in self.losses.get("loss", [])]
         return {"iterations": [its[0], its[-1]] if its else None, "log_points": len(its),
-                "losses": list(self.losses), "validations": sorted({i for s in self.metrics.values() for i, _ in s}),
+                "losses": self.loss_names(), "validations": sorted({i for s in self.metrics.values() for i, _ in s}),
                 "metrics": list(self.metrics), "nonfinite_steps": len(self.nonfinite),
                 "last_iteration": self.last_iteration}
 
@@ -343,7 +347,7 @@ def render_curves(curves: Curves, *, total_iterations: int | None = None, title:
 
     xa = xaxis(top_box)
     columns = int(top_box[2] - top_box[0])
-    losses = {k: _thin(curves.losses[k], columns) for k in sorted(curves.losses, key=lambda k: (k != "loss", k))}
+    losses = {k: _thin(curves.losses[k], columns) for k in curves.loss_names()}
     values = [v for s in losses.values() for _, v in s if v is not None and v > 0]
     if values:
         ya = _value_axis(values, True, top_box[3] - 1, top_box[1] + 1)

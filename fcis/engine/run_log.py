@@ -60,7 +60,8 @@ class RunLog:
         except Exception:  # noqa: BLE001 - tensorboard not installed
             SummaryWriter = None  # type: ignore[misc, assignment]
         if SummaryWriter is not None:
-            self.tb = SummaryWriter(str(output_dir / "tb"), purge_step=start_iter or None)
+            # a resumed run: TensorBoard hides the events of steps after the checkpoint's
+            self.tb = SummaryWriter(str(output_dir / "tb"), purge_step=start_iter + 1 if start_iter else None)
 
     @property
     def curves_path(self) -> Path:
