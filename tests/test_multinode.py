@@ -60,6 +60,38 @@ def _two_nodes(args_of_node, timeout: int = 300) -> list[str]:
     return outputs
 
 
+def _slurm_shims(folder: Path) -> Path:
+    """Stand-ins for SLURM's ``scontrol`` (the job's first node: 127.0.0.1) and ``srun`` (the
+    command once per node of ``SLURM_JOB_NUM_NODES``, in parallel, on this machine), and
+    ``torchrun`` (this Python's), so that the batch script runs here as it would on a cluster."""
+    folder.mkdir()
+    shims = {
+        "scontrol": "#!/bin/bash\necho 127.0.0.1\n",
+        "srun": ("#!/bin/bash\nwhile [[ $1 == -* ]]; do shift; done\npids=()\n"
+                 "for ((n = 0; n < SLURM_JOB_NUM_NODES; n++)); do SLURM_NODEID=$n \"$@\" & pids+=($!); done\n"
+                 "rc=0\nfor p in \"${pids[@]}\"; do wait \"$p\" || rc=$?; done\nexit $rc\n"),
+        "torchrun": f"#!/bin/bash\nexec {sys.executable} -m torch.distributed.run \"$@\"\n",
+    }
+    for name, text in shims.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def _sbatch(args: list[str], output: Path, shims: Path, timeout: int = 300) -> str:
+    """``docs/slurm_train.sbatch ARGS`` for 2 nodes of 1 process (the shims stand in for SLURM);
+    asserts success, returns its output."""
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore", "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_JOB_NUM_NODES": "2",
+           "SLURM_JOB_ID": str(os.getpid()), "GPUS_PER_NODE": "1", "PORT": str(_free_port()),
+           "FCIS_OUTPUT": str(output)}
+    proc = subprocess.run(["bash", str(REPO / "docs" / "slurm_train.sbatch"), "--device", "cpu", "--workers", "0",
+                           "--no-progress", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"the batch script failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_two_nodes_train_as_one_process_write_once_and_resume(data, tmp_path):
     """2 nodes x 1 process x batch 1 against 1 process x batch 2 (the same global batch):
@@ -67,7 +99,8 @@ def test_two_nodes_train_as_one_process_write_once_and_resume(data, tmp_path):
     - a fresh run to iteration 2, each node given its own --output (as nodes without a shared
       file system): rank 0's folder holds the run, the other node writes nothing (not even its
       folder); one ``last.pt``, no temporary file, one log line per iteration;
-    - both nodes resume it to iteration 3 from one folder (as on a shared file system);
+    - both nodes resume it to iteration 3 from one folder (as on a shared file system), launched
+      by docs/slurm_train.sbatch (SLURM's commands stood in for; the script adds --resume);
     - the log's losses and learning rates, and the weights, match 3 uninterrupted iterations
       of one process with batch 2.
     """
@@ -83,8 +116,11 @@ def test_two_nodes_train_as_one_process_write_once_and_resume(data, tmp_path):
     assert ckpt["iteration"] == 2 and ckpt["world_size"] == 2 and len(ckpt["rng_per_rank"]) == 2
     assert [r["iteration"] for r in _log(run)] == [1, 2]
 
-    printed = _two_nodes(lambda node: _dist_cmd(data, run, 3, "--resume"))
-    assert sum(text.count("trained to iteration 3") for text in printed) == 1
+    # docs/slurm_train.sbatch, with stand-ins for SLURM: it finds last.pt and adds --resume
+    args = _dist_cmd(data, run, 3)
+    at = args.index("--output")
+    printed = _sbatch(args[:at] + args[at + 2:], run, _slurm_shims(tmp_path / "shims"))
+    assert printed.count("trained to iteration 3") == 1
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary litter
     resumed = load_checkpoint(run / "last.pt")
     assert resumed["iteration"] == 3 and resumed["data_state"] == {"epoch": 3, "batch": 0}
