@@ -151,7 +151,9 @@ def test_a_drawing_that_fails_never_stops_training(tmp_path):
 
 
 def test_without_tensorboard_one_line_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    """The base install: no tensorboard, no matplotlib (the curves need Pillow only)."""
+    for name in ("torch.utils.tensorboard", "tensorboard", "matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it fails
     log = RunLog(tmp_path, 0)
     log.write(_line(1))
     log.close()
