@@ -14,7 +14,17 @@ from PIL import Image
 from test_engine import tiny_builder
 
 from fcis.engine import TrainConfig, train
-from fcis.engine.curves import SIZE, CurvePlotter, Curves, _Axis, _value_axis, curves_from_records, layout, read_log
+from fcis.engine.curves import (
+    SIZE,
+    CurvePlotter,
+    Curves,
+    _Axis,
+    _thin,
+    _value_axis,
+    curves_from_records,
+    layout,
+    read_log,
+)
 from fcis.engine.curves import render_curves as render
 from fcis.engine.run_log import RunLog
 
@@ -113,6 +123,9 @@ def test_axes_ticks_and_gaps():
     assert c.losses["loss"] == [(1, 1.0), (2, None)] and c.nonfinite == [3]
     assert c.metrics == {"bbox AP": [(3, 0.25)]} and c.last_iteration == 3
     render(c, total_iterations=None)  # draws gaps, single points and a lone validation
+    # a long log is averaged to fewer points than the plot has pixel columns; an all-gap group stays a gap
+    assert _thin([(1, 1.0), (2, None), (3, 3.0), (4, 5.0), (5, None), (6, None)], 3) == [
+        (1.5, 1.0), (3.5, 4.0), (5.5, None)]
     render(Curves())  # nothing yet: empty panels with a message
 
 

@@ -30,6 +30,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Curves", "curves_from_records", "render_curves", "draw_curves", "CurvePlotter", "read_log", "layout",
            "SIZE"]
 
@@ -243,15 +245,19 @@ class _Canvas:
 
 def _thin(pts: Sequence[Point], n: int) -> Sequence[Point]:
     """At most ``n`` points: consecutive points averaged in ``n`` equal groups (a long run has
-    more log lines than the plot has pixel columns; this bounds the drawing's cost)."""
+    more log lines than the plot has pixel columns; this bounds the drawing's cost). A group
+    without a finite value is a gap (None)."""
     if len(pts) <= n:
         return pts
-    out: list[Point] = []
-    for k in range(n):
-        group = pts[k * len(pts) // n:(k + 1) * len(pts) // n]
-        vs = [v for _, v in group if v is not None]
-        out.append((sum(i for i, _ in group) / len(group), sum(vs) / len(vs) if vs else None))
-    return out
+    its = np.array([i for i, _ in pts], dtype=np.float64)
+    vals = np.array([np.nan if v is None else v for _, v in pts], dtype=np.float64)
+    starts = (np.arange(n) * len(pts)) // n
+    counts = np.diff(np.append(starts, len(pts)))
+    finite = ~np.isnan(vals)
+    sums = np.add.reduceat(np.where(finite, vals, 0.0), starts)
+    k = np.add.reduceat(finite.astype(np.float64), starts)
+    mean_its = np.add.reduceat(its, starts) / counts
+    return [(float(i), float(v / c) if c else None) for i, v, c in zip(mean_its, sums, k)]
 
 
 def _plot_series(cv: _Canvas, xa: _Axis, ya: _Axis, pts: Sequence[Point], colour, width: float,
@@ -346,7 +352,7 @@ def render_curves(curves: Curves, *, total_iterations: int | None = None, title:
         return _Axis(0.0, float(span), False, box[0] + 1, box[2] - 1)
 
     xa = xaxis(top_box)
-    columns = int(top_box[2] - top_box[0])
+    columns = int(top_box[2] - top_box[0]) // 2   # points: one per two pixel columns at most
     losses = {k: _thin(curves.losses[k], columns) for k in curves.loss_names()}
     values = [v for s in losses.values() for _, v in s if v is not None and v > 0]
     if values:
@@ -372,7 +378,7 @@ def render_curves(curves: Curves, *, total_iterations: int | None = None, title:
 
     # learning rate
     xa = xaxis(lr_box)
-    lr_pts = _thin(curves.lr, int(lr_box[2] - lr_box[0]))
+    lr_pts = _thin(curves.lr, int(lr_box[2] - lr_box[0]) // 2)
     lrs = [v for _, v in lr_pts if v is not None and v > 0]
     if lrs:
         log = max(lrs) / min(lrs) > 5
