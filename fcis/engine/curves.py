@@ -141,12 +141,20 @@ def _nice_step(span: float, target: int = 5) -> float:
 
 
 def _fmt(v: float) -> str:
+    """A tick label: 0.05, 2, 7.5e-4, 1e-5, 2e4."""
     if v == 0:
         return "0"
     if abs(v) >= 1e4 or abs(v) < 1e-2:
-        mant, exp = f"{v:.0e}".split("e")
-        return f"{mant}e{int(exp)}"
-    return f"{v:g}"
+        mant, exp = f"{v:.2e}".split("e")
+        return f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
+    return f"{v:.4g}"
+
+
+def _fmt_iteration(v: float) -> str:
+    """An iteration tick label: 600, 2500, 20k, 1.5M."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    return f"{v / 1e3:g}k" if v >= 1e4 else f"{v:.0f}"
 
 
 @dataclass
@@ -158,6 +166,7 @@ class _Axis:
     log: bool
     p0: float
     p1: float
+    integer: bool = False   # ticks at whole numbers only (iterations)
 
     def __call__(self, v: float) -> float:
         if self.log:
@@ -169,6 +178,8 @@ class _Axis:
     def ticks(self) -> list[float]:
         if not self.log:
             step = _nice_step(self.hi - self.lo)
+            if self.integer:
+                step = max(1.0, math.ceil(step))
             first = math.ceil(self.lo / step - 1e-9)
             return [k * step for k in range(first, int(math.floor(self.hi / step + 1e-9)) + 1)]
         lo_e, hi_e = math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi))
@@ -287,7 +298,7 @@ def _frame(cv: _Canvas, box: Box, xa: _Axis, ya: _Axis | None, title: str,
         x = xa(t)
         cv.line([(x, y0), (x, y1)], _GRID)
         cv.line([(x, y1), (x, y1 + 4)], _FRAME)
-        cv.text(x, y1 + 7, _fmt(t), size=12, fill=_MUTED, align="mt")
+        cv.text(x, y1 + 7, _fmt_iteration(t), size=12, fill=_MUTED, align="mt")
     if ya is not None:
         for t in ya.ticks():
             y = ya(t)
@@ -349,7 +360,7 @@ def render_curves(curves: Curves, *, total_iterations: int | None = None, title:
 
     # losses
     def xaxis(box):
-        return _Axis(0.0, float(span), False, box[0] + 1, box[2] - 1)
+        return _Axis(0.0, float(span), False, box[0] + 1, box[2] - 1, integer=True)
 
     xa = xaxis(top_box)
     columns = int(top_box[2] - top_box[0]) // 2   # points: one per two pixel columns at most
@@ -363,7 +374,7 @@ def render_curves(curves: Curves, *, total_iterations: int | None = None, title:
             total = name == "loss"
             colour = _TOTAL_COLOUR if total else _LOSS_PALETTE[(i - 1) % len(_LOSS_PALETTE)]
             _plot_series(cv, xa, ya, pts, colour, 2.6 if total else 1.6)
-            v = _last(pts)
+            v = _last(curves.losses[name])   # the last log line's, not an average of the thinned ones
             entries.append((f"{'total' if total else name}  {'-' if v is None else f'{v:.3g}'}", colour,
                             2.6 if total else 1.6))
         for it in curves.nonfinite:
