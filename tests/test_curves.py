@@ -75,11 +75,13 @@ def test_a_run_draws_its_curves_and_a_resumed_run_continues_them(tmp_path, tiny,
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
     first = np.asarray(Image.open(out / "curves.png"))
 
+    (out / ".curves.k3j4h5.png.tmp").write_bytes(b"half a picture")  # a process killed mid-write
     resumed = _run(tiny, shapes, out, 6, resume=True)
     assert resumed["start_iteration"] == 4
     shown = _shown(out / "curves.png")
     assert shown["iterations"] == [1, 6] and shown["log_points"] == 6 and shown["validations"] == [2, 4, 6]
     assert not np.array_equal(first, np.asarray(Image.open(out / "curves.png")))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # its temporary file removed
     # the picture shows exactly the log, which reads as one run
     assert curves_from_records(read_log(out / "log.jsonl")).summary() == shown
 

@@ -459,6 +459,9 @@ class CurvePlotter:
                  total_iterations: int | None = None, title: str = "", min_interval_s: float = 5.0,
                  max_share: float = 0.01, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
+        for stale in self.path.parent.glob(f".{self.path.stem}.*.png.tmp"):  # of a process killed mid-write
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self.curves = curves_from_records(records)
         self.total_iterations = total_iterations
         self.title = title
