@@ -128,3 +128,5 @@ def test_demo_quick(tmp_path, capsys):
     assert "segm" in out and "metrics.json" in out
     assert (tmp_path / "demo" / "metrics.json").is_file() and (tmp_path / "demo" / "train" / "last.pt").is_file()
     assert len(list((tmp_path / "demo" / "overlays").glob("*.png"))) == 1
+    curves = tmp_path / "demo" / "train" / "curves.png"
+    assert curves.is_file() and f"curves:      {curves}" in out  # the training curves, and where they are

@@ -176,7 +176,7 @@ def test_distributed_run_writes_from_rank_0_and_resumes(data, one_step, tmp_path
     assert ckpt["world_size"] == 2 and len(ckpt["rng_per_rank"]) == 2
     assert ckpt["data_state"] == {"epoch": 1, "batch": 0}  # 2 images = one global batch per epoch
     assert sorted(p.name for p in one_step.iterdir() if p.name != "tb") == [
-        "config.json", "last.pt", "log.jsonl", "summary.json"]
+        "config.json", "curves.png", "last.pt", "log.jsonl", "summary.json"]
 
     out = tmp_path / "run"
     shutil.copytree(one_step, out)

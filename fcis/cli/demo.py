@@ -57,8 +57,8 @@ QUICK = DemoConfig(num_images=5, image_size=(64, 80), min_object_size=16, min_si
 
 def run_demo(output: str | Path = "runs/demo", *, quick: bool = False, device: str = "auto",
              workers: int | None = None, progress: bool = True, config: DemoConfig | None = None) -> dict:
-    """Run the demo into ``output`` (recreated): ``data/``, ``train/`` (checkpoints, logs),
-    ``metrics.json``, ``overlays/*.png``. Returns a dict of the metrics and paths."""
+    """Run the demo into ``output`` (recreated): ``data/``, ``train/`` (checkpoints, logs, the
+    training curves ``curves.png``), ``metrics.json``, ``overlays/*.png``. Returns a dict of the metrics and paths."""
     from fcis.data import CocoInstances, make_shapes
     from fcis.engine import TrainConfig, evaluate_model, train
     from fcis.evaluation import format_metrics_table, write_metrics
@@ -106,6 +106,8 @@ def run_demo(output: str | Path = "runs/demo", *, quick: bool = False, device: s
 
     print(format_metrics_table(metrics))
     print(f"\nmetrics:     {metrics_path}\ncheckpoint:  {summary['last_checkpoint']}\n"
-          f"overlays:    {overlay_dir}/ ({len(overlays)} PNGs)\ntrain log:   {out / 'train' / 'log.jsonl'}")
+          f"overlays:    {overlay_dir}/ ({len(overlays)} PNGs)\ntrain log:   {out / 'train' / 'log.jsonl'}"
+          + (f"\ncurves:      {summary['curves']}" if summary.get("curves") else "")
+          + (f"\ntensorboard: tensorboard --logdir {out / 'train'}" if summary.get("tensorboard") else ""))
     return {"metrics": metrics, "metrics_path": metrics_path, "overlays": overlays, "summary": summary,
             "data": data}

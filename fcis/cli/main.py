@@ -78,6 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary["best_checkpoint"]:
         print(f"best:       {summary['best_checkpoint']} (segm AP {100 * summary['best_metric']:.1f} "
               f"at iteration {summary['best_iteration']})")
+    if summary.get("curves"):
+        print(f"curves:     {summary['curves']}")
+    if summary.get("tensorboard"):  # without the package, the line at the start said how to get it
+        print(f"tensorboard: tensorboard --logdir {summary['output_dir']}")
     return 0
 
 
@@ -382,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on COCO-format data",
                        description="Train a model. Unset options are chosen by the recipe (--recipe) and printed "
                                    "at the start, with the anchors fitted to the data and a data summary. Under torchrun (torchrun --nproc_per_node N "
-                                   "-m fcis train ...) it trains data-parallel, one process per device.")
+                                   "-m fcis train ...; several machines: --nnodes M --rdzv_backend c10d --rdzv_endpoint "
+                                   "HOST:PORT, see docs/slurm_train.sbatch) it trains data-parallel, one process per device. "
+                                   "OUTPUT/curves.png shows the losses, learning rate and validation AP as training goes; "
+                                   "with the tensorboard package, tensorboard --logdir OUTPUT too.")
     t.add_argument("--model", required=True, help="model name, e.g. fcis_resnet50")
     t.add_argument("--train", required=True, metavar="JSON", help="COCO instances JSON of the training set")
     t.add_argument("--val", metavar="JSON", help="COCO instances JSON of the validation set")

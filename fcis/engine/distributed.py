@@ -7,6 +7,13 @@ device per process (``cuda:LOCAL_RANK``), gloo on the CPU. Without those variabl
 ``fcis train``) it does nothing and every helper here behaves as for a single process, so the
 single-process code path stays exactly as before.
 
+Several machines: one ``torchrun`` per machine, ``torchrun --nnodes M --nproc_per_node N
+--rdzv_backend c10d --rdzv_endpoint HEAD:PORT --rdzv_id ID -m fcis train ...`` (the same command
+on every machine; ``HEAD`` one of them, whose torchrun hosts the rendezvous; the rendezvous
+numbers the machines, so which one holds rank 0 is its choice). Nothing here changes: ``RANK`` is
+global, ``LOCAL_RANK`` picks the device on each machine. ``docs/slurm_train.sbatch`` does it under
+SLURM; ``tests/test_multinode.py`` runs two such launches on one machine.
+
 There is no state here beyond ``torch.distributed``'s own: every helper asks it.
 
 ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so :func:`convert_sync_batchnorm` uses it on

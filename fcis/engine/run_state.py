@@ -241,13 +241,17 @@ def _check_datasets(train_ds, val_ds, train_json, val_json, ckpt: dict | None, l
 
 
 def _open_output(output_dir: Path, record: dict[str, Any], start_iter: int, fresh: bool) -> RunLog:
-    """Rank 0: the output folder with ``config.json``, and the log from ``start_iter`` on."""
+    """Rank 0: the output folder with ``config.json``, and the log (with the curves and
+    TensorBoard events) from ``start_iter`` on; says where the curves are."""
     output_dir.mkdir(parents=True, exist_ok=True)
     if fresh:  # a fresh run: no checkpoint of an earlier run here may pass for one of this run
-        for stale in ("last.pt", "best.pt", "nonfinite.pt"):
+        for stale in ("last.pt", "best.pt", "nonfinite.pt", "curves.png"):
             (output_dir / stale).unlink(missing_ok=True)
     write_json(output_dir / "config.json", record)
-    return RunLog(output_dir, start_iter)
+    log = RunLog(output_dir, start_iter, total_iterations=record["train_config"].get("iterations"),
+                 title=f"{record['model_name']} · {output_dir}")
+    print(log.where(), file=sys.stderr, flush=True)
+    return log
 
 
 def save_checkpoint_of(state: RunState, path: Path) -> None:
@@ -296,6 +300,8 @@ def summarise(state: RunState) -> dict[str, Any]:
         "bad_samples": len(state.train_ds.bad_samples) + len(set(skipped) - {p for p, _ in state.train_ds.bad_samples}),
         "skipped_images": skipped,
         "time_s": time.time() - state.t_start, "world_size": state.world, "validation_error": state.validation_error,
+        "curves": str(state.log.curves_path) if state.log is not None and state.log.curves_path.exists() else None,
+        "tensorboard": str(state.log.tensorboard_dir) if state.log is not None and state.log.tensorboard_dir else None,
     }
 
 

@@ -9,7 +9,11 @@ Files written to ``output_dir``:
   "sec_per_iter"}`` every ``log_every`` iterations, ``{"iteration", "nonfinite": true, ...}``
   for a skipped step and ``{"iteration", "metrics"}`` after each validation;
 - ``metrics.json``: the last validation; ``config.json``: the run's configuration;
-- ``tb/``: TensorBoard events, when ``torch.utils.tensorboard`` can be imported;
+- ``curves.png``: the losses, learning rate and validation metrics against the iteration, redrawn
+  as training goes (after a log line at most every few seconds, after each validation, at the
+  end) and continued on resume (:mod:`fcis.engine.curves`; Pillow, no matplotlib);
+- ``tb/``: TensorBoard events, when ``torch.utils.tensorboard`` can be imported (the
+  ``tensorboard`` package: ``pip install fcis[tensorboard]``); ``tensorboard --logdir OUTPUT``;
 - ``nonfinite.pt``: the state of a run stopped because it diverged (NaN/inf), for inspection.
 
 When a checkpoint and a validation fall on the same iteration, ``last.pt`` is written first, so
@@ -120,7 +124,8 @@ def train(model_name: str, train_json: str | os.PathLike, val_json: str | os.Pat
     ``nonfinite_steps``, ``bad_samples`` (of this process: dropped annotations and skipped
     images, also those skipped in DataLoader workers), ``skipped_images``, ``time_s``,
     ``output_dir``, ``world_size``, ``validation_error`` (None, or why validation failed; the
-    run then raises :class:`TrainingError` after writing everything).
+    run then raises :class:`TrainingError` after writing everything), ``curves`` (the PNG) and
+    ``tensorboard`` (the events' folder, None without the package); both None on ranks > 0.
     """
     cfg = cfg or TrainConfig()
     ctx = dist_utils.init_distributed(cfg.device)
