@@ -13,8 +13,9 @@ What is transcribed (file names are the official repository's):
   weights of 11 bits, computed from float32 source positions, the vectorised vertical pass's
   rounding ``((r0 >> 4)·b0 >> 16) + ((r1 >> 4)·b1 >> 16) + 2 >> 2``, rows clamped after the
   weights are taken, and the exact scale 1/2, which OpenCV runs as INTER_AREA: ``(a+b+c+d+2) >> 2``,
-  border means rounded half to even); checked against ``cv2.resize`` on 300 random images and
-  scales (tests/fixtures/cv2_resize.npz, written by tools/official/make_cv2_fixture.py).
+  border means rounded half to even; a same-size call is a copy); checked against ``cv2.resize``
+  on 300 random images and scales during development and in the tests on the 40 of
+  tests/fixtures/variant/cv2_resize.npz (written by tools/variant/make_fixtures.py).
   ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` samples the same
   positions only when the output size is the exact ratio (cv2 maps with ``1/fx``, torch with
   ``in/out``), works in float and does not round to 8 bits: up to ±1 grey level on most pixels
@@ -41,13 +42,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 __all__ = ["OFFICIAL_PIXEL_MEANS", "generate_anchors", "bbox_pred", "official_proposals", "box_parser",
            "pad_rows", "official_scale", "official_resized_size", "cv2_resize_u8", "cv2_resize_f32",
            "official_input", "official_nms", "filter_boxes", "clip_boxes", "OfficialDetection",
-           "official_detections", "paste_official_mask", "official_mask_window"]
+           "official_detections", "paste_official_mask", "official_windows"]
 
 #: The official COCO/VOC configs' PIXEL_MEANS (BGR 103.06, 115.90, 123.15), here in RGB order, 0-255.
 OFFICIAL_PIXEL_MEANS = (123.15, 115.90, 103.06)
@@ -144,6 +146,8 @@ def cv2_resize_u8(img: np.ndarray, scale: float) -> np.ndarray:
         raise ValueError(f"cv2_resize_u8 needs a uint8 (H, W[, C]) image, got {img.dtype} {img.shape}")
     height, width = img.shape[:2]
     out_h, out_w = official_resized_size(height, width, scale)
+    if (out_h, out_w) == (height, width):          # OpenCV copies a same-size "resize"
+        return img.copy()
     step = 1.0 / scale
     if step == 2.0:
         return _area_half_u8(img, out_h, out_w)
@@ -318,8 +322,9 @@ def bbox_pred(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     ctr_y = boxes[:, 1] + 0.5 * (heights - 1.0)
     px = deltas[:, 0] * widths + ctr_x
     py = deltas[:, 1] * heights + ctr_y
-    pw = np.exp(deltas[:, 2]) * widths
-    ph = np.exp(deltas[:, 3]) * heights
+    with np.errstate(over="ignore"):          # an infinite side is clipped to the image, as officially
+        pw = np.exp(deltas[:, 2]) * widths
+        ph = np.exp(deltas[:, 3]) * heights
     return np.stack([px - 0.5 * (pw - 1.0), py - 0.5 * (ph - 1.0), px + 0.5 * (pw - 1.0), py + 0.5 * (ph - 1.0)],
                     axis=1)
 
@@ -498,6 +503,15 @@ def paste_official_mask(mask: np.ndarray, box: np.ndarray, height: int, width: i
     return window, x1, y1
 
 
-def official_mask_window(det: OfficialDetection, height: int, width: int) -> tuple[np.ndarray, int, int]:
-    """:func:`paste_official_mask` of a detection."""
-    return paste_official_mask(det.mask, det.box, height, width)
+def official_windows(dets: list[OfficialDetection], height: int, width: int, score_threshold: float = 0.0
+                     ) -> Iterator[tuple[OfficialDetection, np.ndarray, np.ndarray]]:
+    """The detections with ``score >= score_threshold`` by decreasing score (ties in the official
+    class order), each with its pixel-edge box ``(x1, y1, x2 + 1, y2 + 1)`` (float32) of the
+    pasted window and the window (:func:`paste_official_mask`), pasted one at a time."""
+    for i in sorted(range(len(dets)), key=lambda i: -dets[i].score):
+        det = dets[i]
+        if det.score < score_threshold:
+            break
+        window, x0, y0 = paste_official_mask(det.mask, det.box, height, width)
+        box = np.array([x0, y0, x0 + window.shape[1], y0 + window.shape[0]], dtype=np.float32)
+        yield det, box, window

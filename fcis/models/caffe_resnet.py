@@ -9,9 +9,10 @@ names are kept and only the strides and the stem's pooling change:
   downsampling branch (``res*a_branch1``) is a 1×1 with stride 2 in both. Output sizes are equal
   (``ceil(H / 2)`` either way); the sampled positions are not.
 - **max pool 3×3, stride 2, no padding, ``pooling_convention='full'``** (MXNet: output
-  ``ceil((H - 3) / 2) + 1``), i.e. ``nn.MaxPool2d(3, 2, padding=0, ceil_mode=True)`` (with no
-  padding PyTorch's ceil mode keeps every window starting inside the input, as MXNet's ``full``
-  does); torchvision pads by 1 and floors.
+  ``ceil((H - 3) / 2) + 1``, the last window cut at the border): :class:`FullMaxPool`, the same
+  as ``nn.MaxPool2d(3, 2, padding=0, ceil_mode=True)``, written as a floor-mode pool over the
+  input padded with -inf by one row and column at the end (which exports to ONNX with dynamic
+  sizes); torchvision pads by 1 on every side and floors.
 - **BatchNorm with global statistics, eps 1e-5** (``use_global_stats=True, fix_gamma=False``):
   ``FrozenBatchNorm2d(eps=1e-5)``, torchvision's default eps.
 
@@ -21,13 +22,24 @@ res5 (``layer4``) runs at stride 1 with every 3×3 dilated by 2, res5a's include
 
 from __future__ import annotations
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.models.resnet import Bottleneck
 
 from .backbone import BackboneWeights, build_resnet
 
-__all__ = ["caffe_style", "build_caffe_resnet"]
+__all__ = ["caffe_style", "build_caffe_resnet", "FullMaxPool"]
+
+
+class FullMaxPool(nn.Module):
+    """MXNet's ``Pooling(pool_type='max', kernel=(3, 3), stride=(2, 2), pad=(0, 0),
+    pooling_convention='full')``: (N, C, H, W) -> (N, C, ceil((H - 3) / 2) + 1, ceil((W - 3) / 2) + 1).
+    With a -inf row and column appended, a floor-mode pool has that size, and its last window's
+    extra cell never wins."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), kernel_size=3, stride=2)
 
 
 def caffe_style(model: resnet.ResNet) -> resnet.ResNet:
@@ -37,7 +49,7 @@ def caffe_style(model: resnet.ResNet) -> resnet.ResNet:
     first = model.layer1[0]
     if not isinstance(first, Bottleneck):
         raise ValueError("the official ResNet v1 is a Bottleneck ResNet (depth >= 50)")
-    model.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+    model.maxpool = FullMaxPool()
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
         block = layer[0]
         stride = block.conv2.stride

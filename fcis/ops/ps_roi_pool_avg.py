@@ -41,6 +41,16 @@ def _bin_edges(start: Tensor, end: Tensor, n_bins: int, size: int) -> tuple[Tens
     return lo.clamp(0, size).long(), hi.clamp(0, size).long()
 
 
+def _known_zero(n) -> bool:
+    """``n == 0``; False for a size unknown while exporting (a RoI count after NMS), which takes
+    the general path (it handles zero RoIs too) instead of failing on a guard."""
+    if isinstance(n, int):
+        return n == 0
+    from torch.fx.experimental.symbolic_shapes import guard_or_false
+
+    return guard_or_false(n == 0)
+
+
 def _accumulator(input: Tensor) -> torch.dtype:
     return torch.float32 if input.device.type == "mps" else torch.float64
 
@@ -78,7 +88,7 @@ def ps_roi_pool_avg(input: Tensor, rois: Tensor, group_size: int, output_size: t
     n, c, h, w = input.shape
     g = c // (k * k)
     num = rois.shape[0]
-    if num == 0 or h == 0 or w == 0:
+    if _known_zero(num) or h == 0 or w == 0:
         return input.new_zeros(num, g, ph, pw) + 0.0 * input.sum()
     acc = _accumulator(input)
     with torch.no_grad():

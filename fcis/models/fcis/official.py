@@ -56,7 +56,7 @@ from ...inference.official_ops import (
     box_parser,
     official_detections,
     official_input,
-    paste_official_mask,
+    official_windows,
 )
 from ...ops.ps_roi_pool_avg import ps_roi_pool_avg, summed_area_table
 from ..backbone import ResNetC4C5
@@ -160,19 +160,12 @@ class OfficialFCIS(FCIS):
         """The detections of one image with ``score >= score_threshold``, by decreasing score."""
         height, width = int(image.shape[-2]), int(image.shape[-1])
         dets, _ = self.candidates(image).detections(self.config)
-        order = sorted(range(len(dets)), key=lambda i: -dets[i].score)    # stable: class order on ties
         device = image.device
 
         def generate() -> Iterator[MaskWindow]:
-            for i in order:
-                det = dets[i]
-                if det.score < score_threshold:
-                    break
-                window, x0, y0 = paste_official_mask(det.mask, det.box, height, width)
-                h, w = window.shape
-                box = torch.tensor([x0, y0, x0 + w, y0 + h], dtype=torch.float32, device=device)
-                yield MaskWindow(box, det.label, det.score, torch.from_numpy(window).to(device), x0, y0,
-                                 (height, width))
+            for det, box, window in official_windows(dets, height, width, score_threshold):
+                yield MaskWindow(torch.from_numpy(box).to(device), det.label, det.score,
+                                 torch.from_numpy(window).to(device), int(box[0]), int(box[1]), (height, width))
         return generate()
 
     @torch.no_grad()
@@ -194,7 +187,7 @@ class OfficialFCIS(FCIS):
 
     def _pool(self, maps: Tensor, rois: Tensor, table: Tensor | None = None) -> Tensor:
         k, p = self.config.group_size, self.config.mask_size
-        rois5 = torch.cat([rois.new_zeros(len(rois), 1), rois], dim=1)
+        rois5 = torch.cat([torch.zeros_like(rois[:, :1]), rois], dim=1)
         return ps_roi_pool_avg(maps, rois5, k, (p, p), 1.0 / self.feature_stride, geometry_dtype=torch.float32,
                                table=table)
 
@@ -215,27 +208,32 @@ class OfficialFCIS(FCIS):
         std = torch.tensor(stds, dtype=torch.float32, device=deltas.device)
         return clip_inclusive(decode_boxes(rois, deltas.float() * std), size[0], size[1]).float()
 
-    def score(self, maps: ScoreMaps, rois: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, maps: ScoreMaps, rois: Tensor, chunk: int | None = _CHUNK, table: Tensor | None = None
+              ) -> tuple[Tensor, Tensor]:
         """(M, C+1) class probabilities and (M, P, P) top-class foreground probabilities of ``rois``
-        (step 6 of the module docstring), ``_CHUNK`` RoIs at a time over one summed-area table."""
+        (step 6 of the module docstring), ``chunk`` RoIs at a time (None: all at once) over one
+        summed-area table of the inside/outside maps (``table``, made when not given)."""
         io = maps.inside_outside.float()
-        table = summed_area_table(io, self.config.group_size)
+        if table is None:
+            table = summed_area_table(io, self.config.group_size)
+        if chunk is None:
+            return self._score_chunk(io, rois, table)
+        parts = [self._score_chunk(io, rois[s:s + chunk], table) for s in range(0, len(rois), chunk)]
+        if not parts:
+            return self._score_chunk(io, rois, table)
+        return torch.cat([p for p, _ in parts]), torch.cat([k for _, k in parts])
+
+    def _score_chunk(self, io: Tensor, rois: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
         classes, p = self.config.num_classes + 1, self.config.mask_size
-        probs, masks = [], []
-        for start in range(0, len(rois), _CHUNK):
-            pooled = self._pool(io, rois[start:start + _CHUNK], table).view(-1, classes, 2, p, p)
-            inside, outside = pooled[:, :, 0], pooled[:, :, 1]      # official channels 2c + 1, 2c
-            prob = torch.maximum(inside, outside).mean(dim=(2, 3)).softmax(dim=1)
-            top = prob[:, 1:].argmax(dim=1) + 1
-            rows = torch.arange(len(top), device=top.device)
-            fg, bg = inside[rows, top], outside[rows, top]
-            peak = torch.maximum(fg, bg)
-            e_fg, e_bg = (fg - peak).exp(), (bg - peak).exp()
-            probs.append(prob)
-            masks.append(e_fg / (e_bg + e_fg))
-        if not probs:
-            return io.new_zeros(0, classes), io.new_zeros(0, p, p)
-        return torch.cat(probs), torch.cat(masks)
+        pooled = self._pool(io, rois, table).reshape(-1, classes, 2, p, p)
+        inside, outside = pooled[:, :, 0], pooled[:, :, 1]          # official channels 2c + 1, 2c
+        prob = torch.maximum(inside, outside).mean(dim=(2, 3)).softmax(dim=1)
+        top = prob[:, 1:].argmax(dim=1) + 1
+        rows = torch.arange(top.shape[0], device=top.device)
+        fg, bg = inside[rows, top], outside[rows, top]
+        peak = torch.maximum(fg, bg)
+        e_fg, e_bg = (fg - peak).exp(), (bg - peak).exp()
+        return prob, e_fg / (e_bg + e_fg)
 
 
 def detections_as_arrays(dets: list[OfficialDetection]) -> dict[str, np.ndarray]:

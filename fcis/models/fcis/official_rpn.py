@@ -82,13 +82,13 @@ def clip_inclusive(boxes: Tensor, height, width) -> Tensor:
     return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
 
 
-def pad_indices(n, total: int, device: torch.device | None = None) -> Tensor:
-    """:func:`fcis.inference.official_ops.pad_rows` with tensor arithmetic only (exports with a
-    dynamic ``n``): (total,) int64 indices for ``1 <= n <= total`` kept rows; for ``n = 0`` all
-    are 0 (keep those ``< n``: none)."""
-    n_t = torch.as_tensor(n, device=device).to(torch.int64).reshape(())
+def pad_indices(kept: Tensor, total: int) -> Tensor:
+    """:func:`fcis.inference.official_ops.pad_rows` of the ``n = len(kept)`` kept rows with tensor
+    arithmetic only (exports with a data-dependent ``n``): (total,) int64 positions into ``kept``
+    for ``1 <= n <= total``; for ``n = 0`` all are 0 (keep those ``< n``: none)."""
+    n_t = torch.ones_like(kept).sum()
     span = (total - n_t).clamp(min=1).to(torch.float64)
-    j = torch.arange(total, device=device)
+    j = torch.arange(total, device=kept.device)
     pad = torch.floor((j - n_t).to(torch.float64).add(0.5) * n_t.to(torch.float64) / span).to(torch.int64)
     return torch.where(j < n_t, j, pad.clamp(min=0))
 
@@ -132,22 +132,24 @@ class OfficialRPN(nn.Module):
 
     def export_proposals(self, probs: Tensor, deltas: Tensor, image_size) -> Tensor:
         """The proposal op in PyTorch for ONNX export: (1, A, H, W) probabilities, (1, 4A, H, W)
-        deltas, symbolic (h, w) -> (R, 4) float32. Boxes under the minimum size get score -1
-        (sorted last: dropped after NMS, suppressing nothing kept before them)."""
+        deltas, symbolic (h, w) -> (R, 4) float32. Instead of cutting the maps to ``int(h / 16)``
+        × ``int(w / 16)`` (a slice the exporter cannot bound), the anchors outside get score -1, as
+        boxes under the minimum size do: sorted last, dropped after NMS, suppressing nothing kept
+        before them."""
         img_h, img_w = image_size
-        a = probs.shape[1]
-        probs = probs[:, :, : img_h // self.feature_stride, : img_w // self.feature_stride]
-        h, w = probs.shape[-2], probs.shape[-1]
-        deltas = deltas[:, :, :h, :w]
+        a, h, w = probs.shape[1], probs.shape[2], probs.shape[3]
         score = probs[0].permute(1, 2, 0).reshape(-1)
         delta = deltas[0].reshape(a, 4, h, w).permute(2, 3, 0, 1).reshape(-1, 4)
+        rows = torch.arange(h, device=probs.device) < img_h // self.feature_stride
+        cols = torch.arange(w, device=probs.device) < img_w // self.feature_stride
+        inside = (rows[:, None, None] & cols[None, :, None]).expand(h, w, a).reshape(-1)
         boxes = clip_inclusive(decode_boxes(self.anchors(h, w, probs.device), delta), img_h, img_w)
-        valid = (boxes[:, 2] - boxes[:, 0] + 1 >= self.min_size) & (boxes[:, 3] - boxes[:, 1] + 1 >= self.min_size)
+        valid = inside & (boxes[:, 2] - boxes[:, 0] + 1 >= self.min_size) & (boxes[:, 3] - boxes[:, 1] + 1 >= self.min_size)
         masked = torch.where(valid, score, torch.full_like(score, -1.0))
         top, order = masked.topk(min(self.pre_nms_top_n, score.shape[0]))
         boxes32 = boxes[order].float()
         wide = torch.cat([boxes32[:, :2], boxes32[:, 2:] + 1.0], dim=1)
         keep = tv_nms(wide, top, self.nms_iou)
         keep = keep[top[keep] >= 0][: self.post_nms_top_n]
-        idx = pad_indices(keep.shape[0], self.post_nms_top_n, keep.device)
-        return boxes32[keep[idx[idx < keep.shape[0]]]]          # no row at all when nothing was kept
+        idx = pad_indices(keep, self.post_nms_top_n)
+        return boxes32[keep[idx[idx < torch.ones_like(keep).sum()]]]    # no row at all when nothing was kept
