@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from fcis.models import fcis_resnet50
+from fcis.models import BUILDERS
 from fcis.models.fcis.official import OfficialFCIS, official_config
 from fcis.weights.mxnet_params import write_mxnet_params
 from fcis.weights.official_layout import fcis_to_official
 
 
-def small_official_model(num_classes: int = 2, seed: int = 0, **overrides) -> OfficialFCIS:
-    """An official-variant FCIS on ResNet-50 (the smallest official ResNet v1) with random weights
+def small_official_model(num_classes: int = 2, seed: int = 0, depth: int = 50, **overrides) -> OfficialFCIS:
+    """An official-variant FCIS on ResNet-``depth`` (50: the smallest official ResNet v1) with random weights
     and each frozen BatchNorm calibrated on a random image (its statistics set to those of its
     input, layer by layer in one pass), so activations stay O(1) and the RPN and head give
     non-degenerate boxes and scores; ``overrides`` are FCISConfig fields (e.g. min_size)."""
@@ -24,7 +24,7 @@ def small_official_model(num_classes: int = 2, seed: int = 0, **overrides) -> Of
     cfg = official_config(num_classes)
     cfg.pop("num_classes"), cfg.pop("depth")
     cfg.update(overrides)
-    model = fcis_resnet50(num_classes=num_classes, **cfg).eval()
+    model = BUILDERS[f"fcis_resnet{depth}"](num_classes=num_classes, **cfg).eval()
 
     def calibrate(module: FrozenBatchNorm2d, inputs: tuple[torch.Tensor]) -> None:
         x = inputs[0].detach()

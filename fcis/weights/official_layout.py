@@ -171,7 +171,8 @@ def official_to_fcis(params: Mapping[str, np.ndarray], *, num_classes: int | Non
     names without ``arg:``/``aux:``), for ``BUILDERS[model_name](**config)`` with
     ``variant="official"`` (:func:`fcis.models.fcis.official.official_config`).
 
-    The class count comes from ``fcis_cls_seg`` (``num_classes``, if given, must agree); the
+    The class count comes from ``fcis_cls_seg`` (``num_classes``, if given, must agree), the
+    widths of the RPN and head convolutions from ``rpn_conv_3x3`` and ``conv_new_1``, the
     anchors from ``rpn_cls_score``: 12 per position is the released COCO setting (scales 4-32,
     minimum size 2), 9 the VOC/SBD one (scales 8-32, minimum size 16). A missing parameter, an
     unknown one, or a shape that does not fit is a ValueError naming the parameter; a
@@ -208,6 +209,9 @@ def official_to_fcis(params: Mapping[str, np.ndarray], *, num_classes: int | Non
                          "position, but the official settings have 12 (COCO) or 9 (VOC)")
     depth = _depth_of(params)
     setting.update(depth=depth, group_size=k)
+    for name, field in (("rpn_conv_3x3_weight", "rpn_channels"), ("conv_new_1_weight", "head_channels")):
+        if name in params:     # 512 and 1024 in the official symbol; read from the file
+            setting[field] = int(np.asarray(params[name]).shape[0])
     backbone = official_backbone_names(depth)
     head = {f"{n}_{leaf}": n for n in _HEAD for leaf in ("weight", "bias")}
     _check_names(params, set(backbone) | set(head), set(_SKIPPED) | {n for n in params if n.startswith("fc1000_")},
