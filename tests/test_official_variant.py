@@ -401,12 +401,11 @@ def test_blank_and_tiny_images_run(small):
 def test_onnx_export_gives_the_pytorch_detections(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from fcis.cli.main import main
+    from fcis.engine import save_checkpoint
     from fcis.export.onnx_export import onnx_op_domains
     from fcis.inference import OnnxPredictor, Predictor
     from fcis.inference.official_ops import official_input as prepare
-
-    from fcis.engine import save_checkpoint
-    from fcis.cli.main import main
 
     model = small_official_model(2, min_size=64, max_size=96, rpn_channels=64, head_channels=64)
     ckpt = save_checkpoint(tmp_path / "m.pt", model=model.state_dict(), model_name="fcis_resnet50",
