@@ -113,7 +113,11 @@ def main() -> None:
     dense = np.zeros((4, 3), np.float32)
     dense[1] = [1, 2, 3]
     dense[3] = [4, 5, 6]
-    mx.nd.save(str(p), {"arg:rsp": mx.nd.array(dense).tostype("row_sparse"), "arg:csr": mx.nd.array(dense).tostype("csr")})
+    sparse = {"arg:rsp": mx.nd.array(dense).tostype("row_sparse"), "arg:csr": mx.nd.array(dense).tostype("csr")}
+    # NDArray::Save writes a sparse array's storage shape before it waits for the array: without this wait
+    # the asynchronous tostype() may not have finished and the csr storage shape is written as 0.
+    mx.nd.waitall()
+    mx.nd.save(str(p), sparse)
     loaded = mx.nd.load(str(p))
     entry = _file_entry(p, {k: v.tostype("default") for k, v in loaded.items()}, "")
     entry["note"] = ("V2 records with storage type 1 (row_sparse, arg:rsp) and 2 (csr, arg:csr); values listed "
