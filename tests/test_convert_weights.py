@@ -1,14 +1,13 @@
 """``fcis convert weights`` and the official parameter mapping (fcis/weights/official_layout.py): an
 official-layout MXNet file written from a small seeded model converts back to exactly that model,
-and the checkpoint it writes runs in ``fcis predict``, ``evaluate``, ``serve`` (and, slow,
-``export``); ChainerCV's npz of the same arrays converts to the same checkpoint; bad files and
-parameters are errors that name them."""
+and the checkpoint it writes runs in ``fcis predict``, ``evaluate`` and ``serve`` (``fcis export`` of a
+converted checkpoint: tests/test_official_variant.py, slow); ChainerCV's npz of the same arrays
+converts to the same checkpoint (slow); bad files and parameters are errors that name them."""
 
 from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,30 +211,3 @@ def test_chainercv_npz_converts_to_the_same_checkpoint(tmp_path, capsys):
         torch.testing.assert_close(b["model"][name], value, rtol=0, atol=0, msg=name)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(a["model"][name], value, rtol=0, atol=0, msg=name)
-
-
-@pytest.mark.slow
-def test_export_runs_on_the_converted_checkpoint(tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    from fcis.inference import OnnxPredictor, Predictor
-
-    model = small_official_model(2, rpn_channels=64, head_channels=64)
-    write_official_params(model, tmp_path / "small-0000.params")
-    assert main(["convert", "weights", str(tmp_path / "small-0000.params"), str(tmp_path / "c.pt"), "--classes",
-                 str(_names(tmp_path)), *SMALL_INPUT]) == 0
-    assert main(["export", "--weights", str(tmp_path / "c.pt"), "--output", str(tmp_path / "c.onnx")]) == 0
-    runner, torch_pred = OnnxPredictor(tmp_path / "c.onnx", score_threshold=0.0), Predictor.from_checkpoint(
-        tmp_path / "c.pt", score_threshold=0.0)
-    assert runner.class_names == ["cat", "dog"]
-    image = np.random.default_rng(5).integers(0, 256, (100, 80, 3), dtype=np.uint8)
-    a, b = runner.predict(image), torch_pred.predict(image)
-    assert len(a["scores"]) == len(b["scores"]) > 0
-    np.testing.assert_array_equal(a["labels"], b["labels"].numpy())
-    np.testing.assert_allclose(a["scores"], b["scores"].numpy(), rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(a["boxes"], b["boxes"].numpy())
-
-
-def _names(root: Path) -> Path:
-    (root / "names.txt").write_text("cat\ndog\n")
-    return root / "names.txt"

@@ -398,25 +398,32 @@ def test_blank_and_tiny_images_run(small):
 
 
 @pytest.mark.slow
-def test_onnx_export_gives_the_pytorch_detections(tmp_path):
+def test_export_of_a_converted_checkpoint_gives_the_pytorch_detections(tmp_path):
+    """Official-layout file -> ``fcis convert weights`` -> ``fcis export`` -> OnnxPredictor: the
+    same detections as the PyTorch Predictor of the checkpoint, and graph outputs as the eager
+    candidates (ResNet-50, 64-channel heads, 50 proposals: one pooled chunk; the export takes
+    minutes on a loaded 2-core machine)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from official_helpers import write_official_params
+
     from fcis.cli.main import main
-    from fcis.engine import save_checkpoint
     from fcis.export.onnx_export import onnx_op_domains
     from fcis.inference import OnnxPredictor, Predictor
     from fcis.inference.official_ops import official_input as prepare
 
-    model = small_official_model(2, min_size=64, max_size=96, rpn_channels=64, head_channels=64)
-    ckpt = save_checkpoint(tmp_path / "m.pt", model=model.state_dict(), model_name="fcis_resnet50",
-                           model_config=model.config.to_dict(),
-                           dataset={"class_names": ["cat", "dog"], "label_to_cat_id": {1: 17, 2: 18}})
-    onnx_path = tmp_path / "m.onnx"
-    assert main(["export", "--weights", str(ckpt), "--output", str(onnx_path)]) == 0
-    assert set(onnx_op_domains(onnx_path)) == {"ai.onnx"}
-    runner = OnnxPredictor(onnx_path, score_threshold=0.0)
-    assert runner.official and runner.config["variant"] == "official"
-    torch_pred = Predictor(model, ["cat", "dog"], score_threshold=0.0)
+    model = small_official_model(2, rpn_channels=64, head_channels=64)
+    write_official_params(model, tmp_path / "small-0000.params")
+    (tmp_path / "names.txt").write_text("cat\ndog\n")
+    assert main(["convert", "weights", str(tmp_path / "small-0000.params"), str(tmp_path / "c.pt"), "--classes",
+                 str(tmp_path / "names.txt"), "--set", "min_size=64", "--set", "max_size=96",
+                 "--set", "rpn_pre_nms_top_n_test=500", "--set", "rpn_post_nms_top_n_test=50"]) == 0
+    assert main(["export", "--weights", str(tmp_path / "c.pt"), "--output", str(tmp_path / "c.onnx")]) == 0
+    assert set(onnx_op_domains(tmp_path / "c.onnx")) == {"ai.onnx"}
+    runner = OnnxPredictor(tmp_path / "c.onnx", score_threshold=0.0)
+    assert runner.official and runner.class_names == ["cat", "dog"]
+    torch_pred = Predictor.from_checkpoint(tmp_path / "c.pt", score_threshold=0.0)
+    eager = torch_pred.model
     rng = np.random.default_rng(0)
     for shape in ((90, 120, 3), (130, 70, 3)):
         image = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -428,7 +435,8 @@ def test_onnx_export_gives_the_pytorch_detections(tmp_path):
         assert (a["masks"] != b["masks"].numpy()).mean() < 1e-3
         data, _ = prepare(image, 64, 96)
         rois, probs, masks = runner.session.run(["boxes", "class_probs", "mask_probs"], {"image": data[None]})
-        cand = model.candidates(torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255))
+        cand = eager.candidates(torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255))
+        assert rois.shape == cand.rois.shape == (100, 4)
         np.testing.assert_allclose(rois, cand.rois.numpy(), rtol=0, atol=5e-3)
         np.testing.assert_allclose(probs, cand.class_probs.numpy(), rtol=0, atol=1e-5)
         np.testing.assert_allclose(masks, cand.masks.numpy(), rtol=0, atol=1e-4)
