@@ -390,9 +390,9 @@ def test_official_model_follows_the_contract(small):
     small.eval()
 
 
-def test_blank_and_tiny_images_run(small):
+def test_blank_tiny_and_thin_images_run(small):
     with torch.no_grad():
-        for image in (torch.zeros(3, 64, 64), torch.rand(3, 3, 2)):
+        for image in (torch.zeros(3, 64, 64), torch.rand(3, 3, 2), torch.rand(3, 2, 900), torch.rand(3, 1, 1)):
             (out,) = small([image])
             assert out["masks"].shape[-2:] == image.shape[-2:]
 

@@ -36,10 +36,15 @@ class FullMaxPool(nn.Module):
     """MXNet's ``Pooling(pool_type='max', kernel=(3, 3), stride=(2, 2), pad=(0, 0),
     pooling_convention='full')``: (N, C, H, W) -> (N, C, ceil((H - 3) / 2) + 1, ceil((W - 3) / 2) + 1).
     With a -inf row and column appended, a floor-mode pool has that size, and its last window's
-    extra cell never wins."""
+    extra cell never wins. A map of one row or column (an input of at most 2 pixels on a side,
+    where MXNet's formula gives 0) is pooled to one (the -inf padding widened), so such an image
+    still runs."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), kernel_size=3, stride=2)
+        pad_w, pad_h = 1, 1
+        if isinstance(x.shape[-1], int) and isinstance(x.shape[-2], int):     # eager: guard thin maps
+            pad_w, pad_h = max(1, 3 - x.shape[-1]), max(1, 3 - x.shape[-2])
+        return F.max_pool2d(F.pad(x, (0, pad_w, 0, pad_h), value=float("-inf")), kernel_size=3, stride=2)
 
 
 def caffe_style(model: resnet.ResNet) -> resnet.ResNet:
