@@ -203,7 +203,7 @@ def test_box_parser_applies_the_stds_and_clips():
 
 # --- backbone and input --------------------------------------------------------------------------
 
-def test_caffe_resnet_puts_the_stride_in_the_first_1x1_and_pools_fully():
+def test_caffe_resnet_puts_the_stride_in_the_first_1x1_and_pools_fully(small):
     net = build_caffe_resnet(50, None)
     for layer in (net.layer2, net.layer3):
         assert layer[0].conv1.stride == (2, 2) and layer[0].conv2.stride == (1, 1)
@@ -219,9 +219,8 @@ def test_caffe_resnet_puts_the_stride_in_the_first_1x1_and_pools_fully():
         assert out.shape[-2:] == (math.ceil((size - 3) / 2) + 1, math.ceil((size - 2) / 2) + 1)   # MXNet 'full'
         torch.testing.assert_close(out, ceil(x), rtol=0, atol=0)
     # the official feature sizes: a 600 x 626 input gives conv4 and conv5 of 38 x 39
-    model = small_official_model(1)
     with torch.no_grad():
-        c4, c5 = model.backbone(torch.zeros(1, 3, 600, 626))
+        c4, c5 = small.backbone(torch.zeros(1, 3, 600, 626))
     assert c4.shape[-2:] == c5.shape[-2:] == (38, 39)
 
 
