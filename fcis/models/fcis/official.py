@@ -47,7 +47,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -234,12 +233,3 @@ class OfficialFCIS(FCIS):
         peak = torch.maximum(fg, bg)
         e_fg, e_bg = (fg - peak).exp(), (bg - peak).exp()
         return prob, e_fg / (e_bg + e_fg)
-
-
-def detections_as_arrays(dets: list[OfficialDetection]) -> dict[str, np.ndarray]:
-    """(labels, scores, inclusive boxes, P×P masks) of a detection list, as arrays (tests, tools)."""
-    return {"labels": np.array([d.label for d in dets], dtype=np.int64),
-            "scores": np.array([d.score for d in dets], dtype=np.float32),
-            "boxes": np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
-            "masks": np.array([d.mask for d in dets], dtype=np.float32).reshape(len(dets), *(
-                dets[0].mask.shape if dets else (0, 0)))}
