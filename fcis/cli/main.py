@@ -304,6 +304,12 @@ def _class_names_arg(value: str) -> list[str]:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    if args.format == "weights":
+        from fcis.weights.convert_official import convert_weights
+
+        print(convert_weights(args.src, args.out, classes=args.classes, model=args.model,
+                              overrides=_parse_set(args.set)).describe())
+        return 0
     from fcis.data import convert
 
     if args.format == "masks":
@@ -471,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
     x.set_defaults(func=cmd_export)
 
-    c = sub.add_parser("convert", help="convert annotations to COCO instances JSON")
+    c = sub.add_parser("convert", help="convert annotations to COCO instances JSON, or trained weights to a checkpoint")
     csub = c.add_subparsers(dest="format", required=True, metavar="FORMAT")
     cm = csub.add_parser("masks", help="images + PNG instance-id masks")
     cm.add_argument("image_dir")
@@ -494,6 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("out_json")
     cs.add_argument("--split", choices=("train", "val"), default="train")
     cs.add_argument("--ids", metavar="FILE", help="image id list instead of SBD's <split>.txt (e.g. the paper's SDS lists)")
+    cw = csub.add_parser(
+        "weights", help="official FCIS weights (MXNet .params, ChainerCV .npz) -> an fcis checkpoint",
+        description="Convert the official FCIS model (msracver/FCIS, MXNet fcis_coco-0000.params) or ChainerCV's "
+                    "npz of it into an fcis checkpoint that runs the official test arithmetic (variant='official'): "
+                    "fcis predict/evaluate/export/serve --weights OUT.pt then take it. The format is detected from "
+                    "the file. A backbone-only file (the ImageNet resnet_v1_101-0000.params) is written as a "
+                    "torchvision-named state dict for --weights-backbone instead; the command says which it wrote.")
+    cw.add_argument("src", metavar="SRC", help="MXNet .params or ChainerCV .npz file")
+    cw.add_argument("out", metavar="OUT.pt", help="the checkpoint (or backbone state dict) to write")
+    cw.add_argument("--classes", metavar="coco|voc|FILE",
+                    help="class names: coco (80, with the original COCO category ids), voc (20), or a file with one "
+                         "name per line (default: coco for 80 classes, voc for 20)")
+    cw.add_argument("--model", metavar="NAME", help="model name to write (default fcis_resnet<depth> of the file)")
+    cw.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a model config field recorded in the checkpoint, e.g. --set min_size=480 (repeatable; "
+                         "the defaults are the official test setting)")
     c.set_defaults(func=cmd_convert)
 
     m = sub.add_parser("make-shapes", help="write a synthetic shapes dataset")

@@ -229,7 +229,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, class_names: list[
     """
     if not isinstance(model, FCIS):
         raise ExportError(f"only FCIS models export to ONNX (got {type(model).__name__})")
-    if model.config.assemble_mode != "bilinear":  # the average pooling's export is not tested
+    official = getattr(model.config, "variant", "torchvision") == "official"
+    if model.config.assemble_mode != "bilinear" and not official:  # the average pooling's export is not tested
         raise ExportError(f"ONNX export supports assemble_mode='bilinear' only, the model has "
                           f"{model.config.assemble_mode!r}")
     try:
@@ -241,10 +242,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, class_names: list[
     cfg = model.config
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = FCISOnnxGraph(copy.deepcopy(model)).eval().cpu()      # the caller's model is left as it is
+    graph: nn.Module
+    if official:   # the official test arithmetic (fcis/export/official_onnx.py)
+        from .official_onnx import OfficialOnnxGraph
+
+        graph = OfficialOnnxGraph(copy.deepcopy(model)).eval().cpu()  # type: ignore[arg-type]
+    else:
+        graph = FCISOnnxGraph(copy.deepcopy(model)).eval().cpu()      # the caller's model is left as it is
     if example_size is None:
         example_size = (cfg.min_size, min(cfg.max_size, cfg.min_size * 4 // 3))
-    example = torch.randn(1, 3, *example_size)
+    example = torch.randn(1, 3, *example_size) * (60.0 if official else 1.0)   # the official input is on 0-255
     dims = {2: torch.export.Dim("height", min=SIZE_DIVISIBLE, max=8192),
             3: torch.export.Dim("width", min=SIZE_DIVISIBLE, max=8192)}
     try:
@@ -292,6 +299,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, class_names: list[
                     "class_probs": "float32 (M, C+1) softmax class probabilities, column 0 background",
                     "mask_probs": "float32 (M, C+1, P, P) per-class inside probabilities over each box"},
     }
+    if official:
+        meta.update(graph.metadata())  # type: ignore[operator]
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -38,6 +38,7 @@ from .numpy_ops import (
     vote_in_frame,
     voted_masks_in_frames,
 )
+from .official_ops import official_detections, official_input, official_windows
 
 __all__ = ["OnnxPredictor", "load_image_array", "preprocess", "postprocess", "nms", "batched_nms", "box_iou",
            "paste_masks_in_frame", "vote_in_frame"]
@@ -160,8 +161,43 @@ class OnnxPredictor:
         boxes = boxes * np.array([rw, rh, rw, rh], dtype=np.float32)
         return boxes, class_probs, mask_probs, (h, w)
 
+    @property
+    def official(self) -> bool:
+        """Whether the file is an official-variant model (``model_config['variant'] == 'official'``)."""
+        return self.config.get("variant", "torchvision") == "official"
+
+    def predict_official(self, image: np.ndarray) -> dict[str, Any]:
+        """:meth:`predict` of an official-variant model: the official input
+        (:func:`~fcis.inference.official_ops.official_input`), the graph, then the official
+        post-processing (:func:`~fcis.inference.official_ops.official_detections`), the NumPy code
+        the PyTorch model runs too."""
+        cfg = self.config
+        data, scale = official_input(image, int(cfg["min_size"]), int(cfg["max_size"]), tuple(cfg["image_mean"]))
+        rois, class_probs, mask_probs = self.session.run(["boxes", "class_probs", "mask_probs"], {"image": data[None]})
+        dets, _ = official_detections(rois, class_probs, mask_probs, scale, data.shape[1:],
+                                      min_drop_size=float(cfg["rpn_min_size"]), nms_iou=float(cfg["nms_iou"]),
+                                      max_per_image=int(cfg["detections_per_img"]),
+                                      voting_iou=float(cfg["voting_iou"]), binary_thresh=float(cfg["mask_threshold"]),
+                                      min_score=float(cfg["score_thresh"]))
+        height, width = image.shape[1:]
+        boxes, labels, scores, masks = [], [], [], []
+        for det, box, window in official_windows(dets, height, width, self.score_threshold):
+            mask = np.zeros((height, width), dtype=bool)
+            x0, y0 = int(box[0]), int(box[1])
+            mask[y0:y0 + window.shape[0], x0:x0 + window.shape[1]] = window >= np.float32(self.mask_threshold)
+            boxes.append(box)
+            labels.append(det.label)
+            scores.append(det.score)
+            masks.append(mask)
+        return {"boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4), "labels": np.array(labels, dtype=np.int64),
+                "scores": np.array(scores, dtype=np.float32),
+                "masks": np.array(masks, dtype=bool).reshape(-1, height, width),
+                "class_names": [self.class_name(int(label)) for label in labels]}
+
     def predict(self, x: Any) -> dict[str, Any]:
         image = load_image_array(x)
+        if self.official:
+            return self.predict_official(image)
         boxes, class_probs, mask_probs, size = self.run_graph(image)
         out = postprocess(boxes, class_probs, mask_probs, size, self.config, self.score_threshold, binary=True)
         labels = out["labels"]
