@@ -1,9 +1,12 @@
 """THE comparison: fcis's official-inference variant against the official FCIS code run by MXNet.
 
 The oracle (tools/official/, branch o-oracle) ran msracver/FCIS's own test path on seeded weights and
-four real photos and committed its outputs (tests/fixtures/official/). Here the same weights are rebuilt
-from the seed rule, converted with ``official_to_fcis`` and run by ``FCISConfig(variant="official")``
-(tools/variant/compare_official.py does the work and prints the figures). Per photo and stage:
+four real photos and committed its outputs (tests/fixtures/official/), loading its MXNet weights file as
+the official evaluation does (``fcis/function/test_fcis.py``: ``load_param(process=False)``). Here the same
+file is written again from the seed rule (byte for byte: same sha256), converted by ``fcis convert
+weights`` (``convert_weights``, nothing renamed) and loaded as ``fcis predict --weights`` loads it: a
+``FCISConfig(variant="official")`` model (tools/variant/compare_official.py does the work and prints the
+figures). Per photo and stage:
 
 | stage | measured on the 4 photos (2026-12-07) | asserted |
 |---|---|---|
@@ -41,10 +44,27 @@ def _photos() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def model():
+def converted():
     if not (FIXTURES / "run.json").is_file():
         pytest.skip(f"no official fixtures in {FIXTURES}")
     return build_model()
+
+
+@pytest.fixture(scope="module")
+def model(converted):
+    return converted[0]
+
+
+def test_converted_file_is_the_one_the_official_evaluation_loaded(converted):
+    """The comparison converts the very file MXNet saved and the official test_fcis.py path loaded."""
+    run = json.loads((FIXTURES / "run.json").read_text())
+    info = converted[1]
+    assert run["load_as"] == info["load_as"] == "test"
+    assert run["loading"]["call"] == "utils.load_model.load_param(prefix, 0, process=False)"
+    assert run["loading"]["network_binds"] == {"fcis_bbox_weight": "arg:fcis_bbox_weight",
+                                               "fcis_bbox_bias": "arg:fcis_bbox_bias"}
+    assert info["params_sha256"] == run["weights_file_sha256"]
+    assert info["converted_from"]["format"] == "mxnet" and info["converted_from"]["sha256"] == info["params_sha256"]
 
 
 @pytest.mark.parametrize("pid", _photos() or ["(no fixtures)"])

@@ -3,7 +3,7 @@
     /work/venvs/mxnet-oracle/bin/python -m tools.official.run_official --official /work/ref/msracver+FCIS \
         --photos PennFudanPed/PNGImages/FudanPed00001.png ... --data-root /work/shared/data \
         --out tests/fixtures/official --seed 0 [--bn-stats tests/fixtures/official/bn_stats.npz] \
-        [--scratch /work/shared-scratch/official]
+        [--scratch /work/shared-scratch/official] [--load-as test|demo]
 
 Steps (the official code does every numeric step; see tools/official/README.md):
 1. the official COCO test symbol (fcis/symbols/resnet_v1_101_fcis.py, is_train=False) and config
@@ -11,7 +11,11 @@ Steps (the official code does every numeric step; see tools/official/README.md):
 2. weights: tools/official/seed_rule.py; BatchNorm statistics calibrated on the photos (each photo's batch
    statistics with every BN in training mode, pooled over the photos; or --bn-stats);
 3. saved by MXNet (mx.nd.save, a trainer checkpoint's layout incl. fcis_bbox_*_test) to the scratch folder
-   and loaded back with the official utils/load_model.load_param(prefix, 0, process=True);
+   and loaded back with the official utils/load_model.load_param: ``--load-as test`` (the default) as the
+   official evaluation fcis/function/test_fcis.py does, ``process=False`` (the network binds fcis_bbox_*,
+   the BoxParser applies TRAIN.BBOX_STDS; the _test arrays are loaded and unused), ``--load-as demo`` as
+   fcis/demo.py does, ``process=True`` (the _test arrays, already x stds, renamed over fcis_bbox_*, so the
+   BoxParser's stds apply a second time);
 4. per photo: the official preprocessing, core.tester.Predictor + im_detect, then the COCO post-processing
    of core.tester.pred_eval with cpu_mask_voting, and the COCO result encoding of dataset/coco.py
    (utils.mask_voc2coco) at the photo's size;
@@ -91,7 +95,14 @@ def build_weights(off: Official, seed: int, bn_stats_in: Path | None, calib_phot
     info: dict = {}
     if bn_stats_in is not None:
         params = seed_rule.full_params(shapes, seed, bn_stats_in)
-        info["bn_stats"] = f"loaded from {bn_stats_in}"
+        info["bn_stats"] = {"loaded_from": str(bn_stats_in), "sha256": _sha256_file(bn_stats_in)}
+        # keep the record of the run that calibrated them (its run.json beside the statistics)
+        prev = bn_stats_in.parent / "run.json"
+        if prev.is_file():
+            old = json.loads(prev.read_text()).get("weights", {}).get("bn_stats")
+            old = old.get("calibration", old) if isinstance(old, dict) else None
+            if isinstance(old, dict) and "calibrated_on" in old:
+                info["bn_stats"]["calibration"] = old
     else:
         t = time.time()
         raw = pool_stats([calibrate_bn(off, params, photo) for photo in calib_photos])
@@ -104,9 +115,18 @@ def build_weights(off: Official, seed: int, bn_stats_in: Path | None, calib_phot
     return params, aux, info
 
 
-def save_and_reload(off: Official, params: dict[str, np.ndarray], aux: set[str], prefix: Path
-                    ) -> tuple[dict, dict, Path]:
-    """mx.nd.save in the trainer checkpoint layout, then the official load_param(prefix, 0, process=True)."""
+# --load-as: which official entry point's loader call the oracle repeats
+LOAD_AS = {
+    "test": ("fcis/function/test_fcis.py", False),  # the official evaluation (the paper's numbers)
+    "demo": ("fcis/demo.py", True),
+}
+
+
+def save_and_reload(off: Official, params: dict[str, np.ndarray], aux: set[str], prefix: Path, load_as: str
+                    ) -> tuple[dict, dict, Path, dict]:
+    """mx.nd.save in the trainer checkpoint layout, then the official load_param(prefix, 0, process=...) as
+    the entry point ``load_as`` ("test" or "demo", :data:`LOAD_AS`) calls it. Also returns what the network
+    binds as fcis_bbox_weight/bias: which array of the saved layout it equals (sha256)."""
     mx = off.mx
     prefix.parent.mkdir(parents=True, exist_ok=True)
     layout = seed_rule.checkpoint_layout(params, aux)
@@ -114,8 +134,15 @@ def save_and_reload(off: Official, params: dict[str, np.ndarray], aux: set[str],
     mx.nd.save(str(path), {k: mx.nd.array(v, dtype="float32") for k, v in layout.items()})
     from utils.load_model import load_param
 
-    arg_params, aux_params = load_param(str(prefix), 0, process=True)
-    return arg_params, aux_params, path
+    entry, process = LOAD_AS[load_as]
+    arg_params, aux_params = load_param(str(prefix), 0, process=process)
+    by_sha = {_sha256_array(v): k for k, v in layout.items() if k.startswith("arg:fcis_bbox_")}
+    bound = {name: by_sha.get(_sha256_array(arg_params[name].asnumpy()), "(none of the saved arrays)")
+             for name in ("fcis_bbox_weight", "fcis_bbox_bias")}
+    info = {"load_as": load_as, "entry_point": entry,
+            "call": f"utils.load_model.load_param(prefix, 0, process={process})",
+            "network_binds": bound}
+    return arg_params, aux_params, path, info
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -407,6 +434,10 @@ def main() -> None:
                     help="photos (relative to --data-root) whose pooled statistics calibrate the BNs "
                          "(default: all of --photos)")
     ap.add_argument("--scratch", type=Path, default=None, help="folder for the weights file and full dumps")
+    ap.add_argument("--load-as", choices=sorted(LOAD_AS), default="test",
+                    help="load the MXNet file as the official evaluation fcis/function/test_fcis.py does "
+                         "(test: load_param(process=False), the default) or as fcis/demo.py does "
+                         "(demo: process=True, the fcis_bbox_*_test arrays renamed over fcis_bbox_*)")
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -420,7 +451,10 @@ def main() -> None:
              for rel in calib_names]
     params, aux, winfo = build_weights(off, args.seed, args.bn_stats, calib, list(calib_names), args.out)
     del calib
-    arg_params, aux_params, wpath = save_and_reload(off, params, aux, weights_dir / f"fcis_seeded_s{args.seed}")
+    arg_params, aux_params, wpath, load_info = save_and_reload(off, params, aux,
+                                                               weights_dir / f"fcis_seeded_s{args.seed}",
+                                                               args.load_as)
+    print(json.dumps(load_info), flush=True)
     winfo["seconds_total"] = round(time.time() - t, 1)
 
     summaries = []
@@ -441,6 +475,8 @@ def main() -> None:
         "scale_factors": {k: getattr(seed_rule, k) for k in
                           ("RPN_CLS_SCALE", "RPN_CLS_BIAS", "RPN_BBOX_SCALE", "CLS_SEG_SCALE", "CLS_SEG_BIAS",
                            "BBOX_SCALE", "BBOX_MEANS", "BBOX_STDS")},
+        "load_as": args.load_as,
+        "loading": load_info,
         "weights": winfo,
         "weights_file": str(wpath),
         "weights_file_sha256": _sha256_file(wpath),
@@ -455,6 +491,8 @@ def main() -> None:
         "summaries": summaries,
     }
     (args.out / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if scratch is not None:
+        (scratch / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 if __name__ == "__main__":

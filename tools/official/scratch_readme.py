@@ -30,7 +30,8 @@ LAYOUTS = {
     "fcis_cls_seg": "(1, 7938, H, W): position-sensitive score maps; channel ((class*2 + pair)*7 + gh)*7 + gw, "
                     "class 0..80 (0 = background), pair 0 = outside, 1 = inside",
     "fcis_bbox": "(1, 392, H, W): class-agnostic box maps; channel ((k)*7 + gh)*7 + gw, k = 0..7 = (bg dx, dy, "
-                 "dw, dh, fg dx, dy, dw, dh); the weights are the _test ones (std-folded) after load_param",
+                 "dw, dh, fg dx, dy, dw, dh); computed with fcis_bbox_weight/bias (load_param process=False, the official "
+                 "evaluation; with --load-as demo: the _test ones, std-folded)",
     "psroipool_cls_seg_pass1": "(300, 162, 21, 21): PSROIPooling(group 7, pooled 21, scale 1/16) of fcis_cls_seg, "
                                "channel class*2 + pair",
     "psroipool_bbox_pass1": "(300, 8, 21, 21): PSROIPooling of fcis_bbox",
@@ -68,6 +69,20 @@ LAYOUTS = {
 }
 
 
+def _loading(scratch: Path) -> str:
+    """How the oracle loaded the weights file (run.json, copied into the scratch folder by run_official)."""
+    run = scratch / "run.json"
+    if not run.is_file():
+        return "How it was loaded: see tests/fixtures/official/run.json (`load_as`)."
+    r = json.loads(run.read_text())
+    load = r.get("loading")
+    if not load:
+        return ("Loaded as the official fcis/demo.py does (load_param(process=True): the _test arrays renamed over "
+                "fcis_bbox_*; the run predates --load-as).")
+    return (f"Loaded as `{load['entry_point']}` does (`--load-as {load['load_as']}`): `{load['call']}`; the network "
+            f"bound fcis_bbox_weight = `{load['network_binds']['fcis_bbox_weight']}` of the file.")
+
+
 def write_readme(scratch: Path, status: str = "") -> Path:
     photos = sorted(p.name for p in scratch.iterdir() if p.is_dir() and p.name != "weights")
     lines = [
@@ -79,6 +94,7 @@ def write_readme(scratch: Path, status: str = "") -> Path:
         "symbol with MXNet 1.9.1 on CPU, on the seeded weights (tools/official/seed_rule.py + the committed",
         "tests/fixtures/official/bn_stats.npz). The weights file itself, as MXNet saved it (trainer checkpoint",
         "layout: arg:/aux: names plus arg:fcis_bbox_weight_test / arg:fcis_bbox_bias_test), is in `weights/`.",
+        _loading(scratch),
         "",
         "All arrays are float32 unless said otherwise. H, W = the conv4/res5 map size: from the resized h,",
         "h1 = floor((h - 1) / 2) + 1 (conv1 7x7/2 pad 3), h2 = ceil((h1 - 3) / 2) + 1 (3x3/2 max pool, ceil mode),",

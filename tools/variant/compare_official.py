@@ -11,12 +11,16 @@ on the same photos, stage by stage::
 prints the per-stage agreement of every photo (and ``--json FILE`` writes it); the test
 tests/test_official_comparison.py asserts on the same figures.
 
-The oracle loaded its MXNet file with the official ``load_param(prefix, 0, process=True)`` (as the
-official ``demo.py``), which puts the trainer's ``fcis_bbox_*_test`` arrays (the box weights × the
-BBOX_STDS) in place of ``fcis_bbox_*``; the official ``BoxParser`` then multiplies by the stds once
-more. :func:`seeded_params` makes the same substitution before the conversion, so both sides run
-the same numbers (``fcis convert weights`` itself follows the official evaluation, ``fcis/test.py``:
-``process=False``, the ``_test`` arrays unused).
+The weights reach fcis the way a user's file does: :func:`write_seeded_params` writes the oracle's
+weights file again (the trainer-checkpoint layout, ``fcis_bbox_*_test`` included; with the NumPy
+writer, byte for byte the file MXNet saved: its sha256 is in ``run.json``), and :func:`build_model`
+runs ``fcis convert weights`` on it (:func:`fcis.weights.convert_official.convert_weights`) and
+loads the checkpoint as ``fcis predict --weights`` does. The oracle loaded that file as the official
+evaluation ``fcis/function/test_fcis.py`` does (``run.json["load_as"] == "test"``:
+``load_param(prefix, 0, process=False)``, the network binds ``fcis_bbox_*`` and the ``BoxParser``
+applies the stds), which is what the converter follows, so nothing is renamed. Fixtures written with
+``--load-as demo`` (``fcis/demo.py``'s ``process=True``: the ``_test`` arrays, already × stds, renamed
+over ``fcis_bbox_*``, the stds applied again) are compared by writing the file as that loader sees it.
 """
 
 from __future__ import annotations
@@ -34,30 +38,65 @@ FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "officia
 FEATURES = ("res4b22_relu", "res5c_relu", "conv_new_1", "relu_new_1", "rpn_cls_prob_reshape", "rpn_bbox_pred")
 
 
-def seeded_params(fixtures: Path = FIXTURES, process: bool = True) -> dict[str, np.ndarray]:
-    """The official-named arrays of the oracle's weights file (seed and BatchNorm statistics of
-    ``fixtures/run.json``), after ``load_param(process=True)``'s renaming when ``process``."""
+def load_as(fixtures: Path = FIXTURES) -> str:
+    """How the oracle loaded its weights file: "test" (``fcis/function/test_fcis.py``,
+    ``process=False``) or "demo" (``fcis/demo.py``, ``process=True``; fixtures from before the
+    ``--load-as`` option, which record none, were written that way)."""
+    return str(json.loads((fixtures / "run.json").read_text()).get("load_as", "demo"))
+
+
+def seeded_params(fixtures: Path = FIXTURES) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The arrays of the oracle's weights file in its order (official names without ``arg:`` /
+    ``aux:``; seed and BatchNorm statistics of ``fixtures/``), and the aux names. For "demo"
+    fixtures, as ``load_param(process=True)`` hands them over: ``fcis_bbox_*_test`` renamed over
+    ``fcis_bbox_*``."""
     from tools.official import seed_rule
 
     run = json.loads((fixtures / "run.json").read_text())
     shapes, aux = seed_rule.load_param_shapes(fixtures / "param_shapes.json")
     params = seed_rule.full_params(shapes, int(run["seed"]), fixtures / "bn_stats.npz")
     layout = {k.split(":", 1)[1]: v for k, v in seed_rule.checkpoint_layout(params, aux).items()}
-    if process:
+    if load_as(fixtures) == "demo":
         for name in [k for k in layout if k.endswith("_test")]:
             layout[name[: -len("_test")]] = layout.pop(name)
-    return layout
+    elif load_as(fixtures) != "test":
+        raise ValueError(f"{fixtures / 'run.json'}: unknown load_as {load_as(fixtures)!r}")
+    return layout, aux
 
 
-def build_model(fixtures: Path = FIXTURES):
-    """The seeded official FCIS converted by official_to_fcis and built as fcis's official variant."""
-    from fcis.models import BUILDERS
-    from fcis.weights.official_layout import official_to_fcis
+def write_seeded_params(path: Path, fixtures: Path = FIXTURES) -> str:
+    """Write the oracle's weights file (:func:`seeded_params`) as an MXNet ``.params`` with fcis's
+    NumPy writer; returns its sha256 (for "test" fixtures, that of the file MXNet saved)."""
+    from fcis.weights.mxnet_params import write_mxnet_params
 
-    name, config, state = official_to_fcis(seeded_params(fixtures))
-    model = BUILDERS[name](**config)
-    model.load_state_dict(state)
-    return model.eval()
+    params, aux = seeded_params(fixtures)
+    write_mxnet_params(path, params, aux=aux)
+    del params
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_model(fixtures: Path = FIXTURES, workdir: Path | None = None) -> tuple[torch.nn.Module, dict]:
+    """The seeded official FCIS through ``fcis convert weights`` (MXNet file -> checkpoint) and
+    ``load_model`` (as ``fcis predict --weights``): ``(model, info)``, info = the written file's
+    sha256 and the conversion's description. ``workdir`` (default a temporary folder) receives the
+    233 MB ``.params`` file and the checkpoint; both are deleted with a temporary folder."""
+    import tempfile
+
+    from fcis.engine.checkpoint import load_model
+    from fcis.weights.convert_official import convert_weights
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        src, out = Path(tmp) / "fcis_seeded-0000.params", Path(tmp) / "fcis_seeded.pt"
+        sha = write_seeded_params(src, fixtures)
+        result = convert_weights(src, out)
+        model, meta = load_model(out)
+    info = {"params_sha256": sha, "load_as": load_as(fixtures), "conversion": result.describe(),
+            "converted_from": meta.get("converted_from")}
+    return model.eval(), info
 
 
 def _sha(a: np.ndarray) -> str:
@@ -207,7 +246,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     run = json.loads((args.fixtures / "run.json").read_text())
-    model = build_model(args.fixtures)
+    model, info = build_model(args.fixtures)
+    info["params_equal_oracle_file"] = info["params_sha256"] == run["weights_file_sha256"]
+    print(json.dumps(info))
     results = [compare_photo(model, Path(p).stem, args.data_root, args.fixtures) for p in run["photos"]]
     for r in results:
         print(json.dumps(r))
