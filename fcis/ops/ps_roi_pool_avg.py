@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ps_roi_pool_avg"]
+__all__ = ["ps_roi_pool_avg", "summed_area_table"]
 
 
 def _round_half_away(t: Tensor) -> Tensor:
@@ -41,14 +41,34 @@ def _bin_edges(start: Tensor, end: Tensor, n_bins: int, size: int) -> tuple[Tens
     return lo.clamp(0, size).long(), hi.clamp(0, size).long()
 
 
+def _accumulator(input: Tensor) -> torch.dtype:
+    return torch.float32 if input.device.type == "mps" else torch.float64
+
+
+def summed_area_table(input: Tensor, group_size: int) -> Tensor:
+    """(N, G·k·k, H, W) maps -> their summed-area table (N, k², H+1, W+1, G) in the accumulation
+    dtype (float64; float32 on MPS): ``table[., ., y, x, .]`` = sum of rows < y, columns < x.
+    Pass it to :func:`ps_roi_pool_avg` (``table=``) to pool several RoI chunks of the same maps."""
+    k2 = int(group_size) ** 2
+    n, c, h, w = input.shape
+    table = F.pad(input.to(_accumulator(input)).cumsum(2).cumsum(3), (1, 0, 1, 0))
+    return table.view(n, c // k2, k2, h + 1, w + 1).permute(0, 2, 3, 4, 1)
+
+
 def ps_roi_pool_avg(input: Tensor, rois: Tensor, group_size: int, output_size: tuple[int, int],
-                    spatial_scale: float) -> Tensor:
+                    spatial_scale: float, geometry_dtype: torch.dtype | None = None,
+                    table: Tensor | None = None) -> Tensor:
     """Official PS-RoI average pooling.
 
     Args:
         input: (N, G·k·k, H, W) score maps, channels group-major, then row, then column.
         rois: (K, 5) batch index, x1, y1, x2, y2 in input-image pixels.
         group_size: k. output_size: (Ph, Pw). spatial_scale: 1 / feature stride.
+        geometry_dtype: the dtype of the bin geometry (corners, bin sizes, floor/ceil arguments);
+            default float64. ``torch.float32`` reproduces the float32 kernel (MXNet's
+            ``PSROIPooling`` on float32 maps, whose ``floor(ph · bin + start)`` is rounded in
+            float32; the official variant of FCIS uses it).
+        table: ``summed_area_table(input, group_size)``, when already made.
 
     Returns:
         (K, G, Ph, Pw) in ``input``'s dtype (see the module docstring for the formula).
@@ -60,9 +80,9 @@ def ps_roi_pool_avg(input: Tensor, rois: Tensor, group_size: int, output_size: t
     num = rois.shape[0]
     if num == 0 or h == 0 or w == 0:
         return input.new_zeros(num, g, ph, pw) + 0.0 * input.sum()
-    acc = torch.float32 if input.device.type == "mps" else torch.float64
+    acc = _accumulator(input)
     with torch.no_grad():
-        r = rois.to(device=input.device, dtype=acc)
+        r = rois.to(device=input.device, dtype=geometry_dtype or acc)
         x1, y1 = _round_half_away(r[:, 1]) * spatial_scale, _round_half_away(r[:, 2]) * spatial_scale
         x2, y2 = (_round_half_away(r[:, 3]) + 1) * spatial_scale, (_round_half_away(r[:, 4]) + 1) * spatial_scale
         hs, he = _bin_edges(y1, y2, ph, h)                                    # (K, Ph)
@@ -73,9 +93,8 @@ def ps_roi_pool_avg(input: Tensor, rois: Tensor, group_size: int, output_size: t
         area = ((he - hs)[:, :, None] * (we - ws)[:, None, :]).to(acc)       # (K, Ph, Pw)
         batch = rois[:, 0].to(device=input.device).long()[:, None, None]
         hs, he, ws, we = hs[:, :, None], he[:, :, None], ws[:, None, :], we[:, None, :]
-    # Summed-area table (N, k², H+1, W+1, G): table[., ., y, x, .] = sum of rows < y, columns < x.
-    table = F.pad(input.to(acc).cumsum(2).cumsum(3), (1, 0, 1, 0))
-    table = table.view(n, g, k * k, h + 1, w + 1).permute(0, 2, 3, 4, 1)
+    if table is None:
+        table = summed_area_table(input, k)
     total = (table[batch, pos, he, we] - table[batch, pos, hs, we]
              - table[batch, pos, he, ws] + table[batch, pos, hs, ws])          # (K, Ph, Pw, G)
     mean = torch.where(area[..., None] > 0, total / area.clamp(min=1.0)[..., None], torch.zeros_like(total))

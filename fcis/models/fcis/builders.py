@@ -6,14 +6,19 @@ from typing import Any
 
 from ..backbone import BackboneWeights, ResNetC4C5, build_resnet
 from ..builder_config import builder_config
+from ..caffe_resnet import build_caffe_resnet
 from .config import FCISConfig
 from .model import FCIS
+from .official import OfficialFCIS
 
 __all__ = ["fcis_resnet18", "fcis_resnet50", "fcis_resnet101"]
 
 
 def _fcis(depth: int, num_classes: int, weights_backbone: BackboneWeights, overrides: dict[str, Any]) -> FCIS:
     config = builder_config(FCISConfig, "FCIS", depth, num_classes, weights_backbone, overrides)
+    if config.variant == "official":   # the official MXNet arithmetic (fcis/models/fcis/official.py)
+        return OfficialFCIS(config, ResNetC4C5(build_caffe_resnet(depth, weights_backbone,
+                                                                  trainable_layers=config.trainable_layers)))
     pretrained = config.backbone_pretrained
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=config.dilate_conv5,
                        frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers)

@@ -112,6 +112,16 @@ class FCISConfig(TwoStageConfig):
     # The tight box of the voted mask is taken at this threshold too.
     mask_threshold: float = 0.4
 
+    # Whose arithmetic runs inference. "torchvision": this library's (torchvision's ResNet v1.5,
+    # RPN and anchors, the assembling of ``assemble_mode``, ``select_detections``); it trains.
+    # "official": the test-time arithmetic of the official MXNet code (msracver/FCIS), for weights
+    # converted by ``fcis convert weights``: Caffe-style ResNet v1, the official input transform
+    # (``image_mean`` are then RGB pixel means on 0-255, ``image_std`` ones), py-faster-rcnn
+    # anchors, a 2-way softmax RPN and its proposal op, PS-RoI average pooling, two passes, the
+    # official per-class NMS, mask voting and mask pasting. Inference only; every step is listed in
+    # fcis/models/fcis/official.py. Recorded in checkpoints and ONNX files like every field.
+    variant: str = "torchvision"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.roi_bg_iou_low < self.roi_fg_iou:
@@ -125,3 +135,19 @@ class FCISConfig(TwoStageConfig):
                              f"got {self.mask_loss_normalization!r}")
         if self.score_maps not in ("joint", "separate"):
             raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
+        if self.variant not in ("torchvision", "official"):
+            raise ValueError(f"variant must be 'torchvision' or 'official', got {self.variant!r}")
+        if self.variant == "official":
+            wrong = {name: getattr(self, name) for name, want in OFFICIAL_FIXED.items() if getattr(self, name) != want}
+            if self.depth < 50:
+                wrong["depth"] = self.depth
+            if wrong:
+                raise ValueError(f"variant='official' runs the official arithmetic, which needs "
+                                 f"{ {k: OFFICIAL_FIXED.get(k, '>= 50') for k in wrong} }; got {wrong}")
+
+
+#: Fields whose value the official variant fixes (the official test arithmetic has no other).
+OFFICIAL_FIXED: dict[str, object] = {
+    "dilate_conv5": True, "assemble_mode": "average", "score_maps": "joint", "two_pass": True,
+    "mask_voting": True, "voting_binarize": True, "image_std": (1.0, 1.0, 1.0), "frozen_bn": True,
+}
