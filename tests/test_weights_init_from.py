@@ -319,3 +319,75 @@ def test_cli_init_from_on_pennfudan_photos(tmp_path, shared_data, capsys):
     assert "kept 1 of 1 classes from the source: pedestrian (from person)" in err
     assert "optimizer=sgd" in err
     assert (run / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_official_variant_source_becomes_a_trainable_fcis_with_the_same_arithmetic(tmp_path):
+    """A converted checkpoint runs the official variant (inference only); --init-from makes a
+    trainable FCIS of it that computes the same: the Caffe-style ResNet, the official input
+    normalisation, the same features, and RPN scores and boxes equal to the official RPN's for
+    every anchor (its 2-way softmax as one logit, its deltas re-expressed for torchvision's anchors)."""
+    from torchvision.models.detection._utils import BoxCoder
+
+    from fcis.models.fcis.official import official_config
+    from fcis.models.fcis.official_rpn import decode_boxes, foreground_probs
+
+    torch.manual_seed(11)
+    config = {**official_config(3), "min_size": 160, "max_size": 200}
+    config.pop("num_classes")
+    config["depth"] = 50            # ResNet-50: the same code, a lighter test
+    src = BUILDERS["fcis_resnet50"](num_classes=3, **config).eval()
+    image = _photo(None).double()
+    official_input = image * 255 - torch.tensor(src.config.image_mean, dtype=torch.float64).view(3, 1, 1)
+    with torch.no_grad():   # RPN outputs of a useful size: scores spread, deltas of ~0.3 (the random
+        t = src.rpn.head.conv(src.backbone(official_input[None].float())[0]).relu()   # backbone's c4 is large)
+        src.rpn.head.cls_logits.weight.normal_(0, 2.0 / float(t.std() * t.shape[1] ** 0.5))
+        src.rpn.head.bbox_pred.weight.normal_(0, 0.3 / float(t.std() * t.shape[1] ** 0.5))
+        src.rpn.head.bbox_pred.bias.uniform_(-0.3, 0.3)
+    path = tmp_path / "converted.pt"
+    save_checkpoint(path, model=src.state_dict(), model_name="fcis_resnet50", model_config=src.config.to_dict(),
+                    dataset={"class_names": ["person", "car", "dog"], "label_to_cat_id": {1: 1, 2: 3, 3: 18}})
+    source = load_init_source(path)
+    inherited = inherited_config(source, "fcis_resnet50", BUILDERS)
+    assert inherited["resnet_style"] == "caffe" and inherited["assemble_mode"] == "average"
+    assert inherited["image_std"] == pytest.approx((1 / 255,) * 3)
+    tgt = BUILDERS["fcis_resnet50"](num_classes=2, backbone_pretrained=True, **inherited)
+    assert type(tgt).__name__ == "FCIS" and tgt.config.variant == "torchvision"
+    report = init_model(tgt, source, ["dog", "person"], inherited=inherited)
+    assert [k[3] for k in report.kept] == ["dog", "person"] and "official variant" in report.describe()
+    src.double().eval()          # float64: the comparison is of the arithmetic, not of float32 rounding
+    tgt.double().eval()
+
+    torch.testing.assert_close(tgt.transform.normalize(image), official_input, rtol=0, atol=1e-9)
+    x = official_input[None]
+    with torch.no_grad():
+        c4_s, c5_s = src.backbone(x)
+        c4_t, c5_t = tgt.backbone(x)
+        torch.testing.assert_close(c4_t, c4_s, rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(c5_t, c5_s, rtol=1e-12, atol=1e-9)
+        scores, deltas = src.rpn.head(c4_s)                     # (1, 2A, H, W), (1, 4A, H, W)
+        logits, deltas_t = tgt.rpn.head([c4_t])
+    num, (h, w) = scores.shape[1] // 2, c4_s.shape[-2:]
+    # the translated weights are stored in float32 (as the model's): equal to float32 rounding
+    torch.testing.assert_close(torch.sigmoid(logits[0]), foreground_probs(scores), rtol=0, atol=1e-6)
+    per_anchor = lambda d: d[0].permute(1, 2, 0).reshape(-1, 4).double()          # noqa: E731
+    official = decode_boxes(src.rpn.anchors(h, w, torch.device("cpu")), per_anchor(deltas))
+    official[:, 2:] += 1                                        # inclusive -> continuous
+    cell = tgt.rpn.anchor_generator.cell_anchors[0].double()
+    sy, sx = torch.meshgrid(torch.arange(h, dtype=torch.float64) * 16, torch.arange(w, dtype=torch.float64) * 16,
+                            indexing="ij")
+    anchors = (torch.stack([sx, sy, sx, sy], -1).reshape(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4)
+    mine = BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(per_anchor(deltas_t[0]), anchors)
+    assert len(mine) == h * w * num and (official[:, 2] - official[:, 0]).std() > 10   # boxes of many sizes
+    assert float(foreground_probs(scores).std()) > 0.1
+    torch.testing.assert_close(mine, official, rtol=0, atol=1e-4)              # pixels (measured: 2e-5)
+    # and it trains (the official variant refuses to)
+    tgt.float().train()
+    target = {"boxes": torch.tensor([[60.0, 40.0, 140.0, 110.0]]), "labels": torch.tensor([2]),
+              "masks": torch.zeros(1, 150, 200, dtype=torch.uint8)}
+    target["masks"][0, 40:110, 60:140] = 1
+    losses = tgt([image.float()], [target])
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert tgt.head.inside_outside.weight.grad is not None

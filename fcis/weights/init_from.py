@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .errors import WeightsFileError
 
 __all__ = ["InitSource", "InitReport", "load_init_source", "inherited_config", "carried_fields", "class_rows",
+           "trainable_official", "official_rpn_as_torchvision",
            "match_classes", "init_model", "normalise_class_name", "parse_class_map", "TORCHVISION_MASKRCNN"]
 
 #: The model fcis builds for torchvision's ``maskrcnn_resnet50_fpn`` COCO file (same modules,
@@ -90,6 +91,7 @@ class InitReport:
     overridden: dict[str, Any] = field(default_factory=dict)
     #: the inherited fields whose values are not the model family's defaults (what describe() shows)
     non_default: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """Lines for the start of a run."""
@@ -103,6 +105,7 @@ class InitReport:
         shown = [f"{k}={self.inherited[k]}" for k in self.non_default if k in self.inherited]
         lines.append(f"  kept the source's {', '.join(self.inherited) or 'configuration'}"
                      + (f"; not the defaults: {', '.join(shown)}" if shown else " (all the defaults)"))
+        lines += [f"  {note}" for note in self.notes]
         for k, (mine, theirs) in self.overridden.items():
             lines.append(f"  note: {k}={mine} given, the source was trained with {theirs}")
         return "\n".join(lines)
@@ -269,7 +272,70 @@ def inherited_config(source: InitSource, model_name: str, builders: Mapping[str,
     config = source_config(source, builders)
     if type(config).__name__ not in CARRIED:
         raise ValueError(f"--init-from supports FCIS and Mask R-CNN models, not {model_name}")
-    return {name: getattr(config, name) for name in carried_fields(type(config))}
+    out = {name: getattr(config, name) for name in carried_fields(type(config))}
+    if getattr(config, "variant", None) == "official":
+        out.update(trainable_official(config))
+    return out
+
+
+def trainable_official(config: Any) -> dict[str, Any]:
+    """The fields that make a trainable FCIS (``variant="torchvision"``) compute what an
+    official-variant ``config`` (inference only; weights converted from the official code) does
+    where it matters for the weights: the official Caffe-style ResNet (``resnet_style="caffe"``),
+    and its input, RGB on 0-255 minus the pixel means, written as torchvision's normalisation
+    ``(x - mean) / std`` of x in [0, 1]: mean = pixel means / 255, std = 1 / 255. Its RPN's
+    weights are translated by :func:`official_rpn_as_torchvision` (:func:`init_model` does it)."""
+    return {"resnet_style": "caffe", "image_mean": tuple(float(m) / 255.0 for m in config.image_mean),
+            "image_std": tuple(float(s) / 255.0 for s in config.image_std)}
+
+
+def official_rpn_as_torchvision(state: Mapping[str, Tensor], source_config: Mapping[str, Any], model: nn.Module
+                                ) -> dict[str, Tensor]:
+    """``state`` (an official-variant FCIS's) with its RPN re-expressed for the trainable FCIS
+    ``model`` (torchvision's RPN and anchors), giving the same proposals before NMS:
+
+    - scores: the official 2-way softmax (A background then A foreground channels) becomes one
+      logit per anchor, foreground minus background: its sigmoid is the softmax's foreground
+      probability, exactly;
+    - deltas: per anchor, the official (py-faster-rcnn) anchor of width w_o and centre c_o (base
+      16, rounded sides, centre 7.5 + the shift in inclusive pixels) against torchvision's of w_t
+      and c_t (centred on the shift): dx' = dx · w_o / w_t + (c_o - c_t) / w_t, dw' = dw +
+      log(w_o / w_t) (likewise y, h), so that torchvision's decoding gives the official boxes
+      (as continuous boxes: the official inclusive x2 is x2 + 1 here).
+
+    Other tensors are returned as they are."""
+    from fcis.inference.official_ops import generate_anchors
+
+    sizes, ratios = tuple(source_config["anchor_sizes"]), tuple(source_config["aspect_ratios"])
+    official = torch.as_tensor(generate_anchors(16, ratios, tuple(s / 16 for s in sizes)), dtype=torch.float64)
+    cell: Any = model.rpn.anchor_generator.cell_anchors[0]       # type: ignore[union-attr, index]
+    tv = cell.to(torch.float64)
+    num = len(official)
+    if tuple(tv.shape) != (num, 4):
+        raise ValueError(f"the official RPN has {num} anchors, this model {tv.shape[0]}: anchors differ")
+    w_o, h_o = official[:, 2] - official[:, 0] + 1, official[:, 3] - official[:, 1] + 1
+    cx_o, cy_o = (official[:, 0] + official[:, 2]) / 2 + 0.5, (official[:, 1] + official[:, 3]) / 2 + 0.5
+    w_t, h_t = tv[:, 2] - tv[:, 0], tv[:, 3] - tv[:, 1]
+    cx_t, cy_t = (tv[:, 0] + tv[:, 2]) / 2, (tv[:, 1] + tv[:, 3]) / 2
+    out = dict(state)
+    for kind in ("weight", "bias"):
+        scores = state[f"rpn.head.cls_logits.{kind}"]
+        if scores.shape[0] != 2 * num:
+            raise ValueError(f"rpn.head.cls_logits.{kind} has {scores.shape[0]} channels, not 2 x {num} anchors: "
+                             "not the official variant's RPN")
+        out[f"rpn.head.cls_logits.{kind}"] = scores[num:] - scores[:num]
+        deltas = state[f"rpn.head.bbox_pred.{kind}"].to(torch.float64).reshape(num, 4, -1).clone()
+        sx, sy = (w_o / w_t)[:, None], (h_o / h_t)[:, None]
+        deltas[:, 0] *= sx
+        deltas[:, 1] *= sy
+        if kind == "bias":
+            deltas[:, 0] += ((cx_o - cx_t) / w_t)[:, None]
+            deltas[:, 1] += ((cy_o - cy_t) / h_t)[:, None]
+            deltas[:, 2] += sx.log()
+            deltas[:, 3] += sy.log()
+        original = state[f"rpn.head.bbox_pred.{kind}"]
+        out[f"rpn.head.bbox_pred.{kind}"] = deltas.reshape(original.shape).to(original.dtype)
+    return out
 
 
 # --- the weights ---------------------------------------------------------------------------------
@@ -319,6 +385,11 @@ def init_model(model: nn.Module, source: InitSource, class_names: list[str], *,
     rows = class_rows(model)
     target = model.state_dict()
     src = source.state_dict
+    config: Any = getattr(model, "config", None)
+    translated = (source.model_config.get("variant") == "official"
+                  and getattr(config, "variant", "torchvision") != "official")
+    if translated:   # official-variant weights into a trainable FCIS: its RPN re-expressed
+        src = official_rpn_as_torchvision(src, source.model_config, model)
     params = {name for name, _ in model.named_parameters()}
     missing, wrong = [], []
     copied = 0
@@ -359,13 +430,16 @@ def init_model(model: nn.Module, source: InitSource, class_names: list[str], *,
             for label, (name, s) in enumerate(zip(class_names, matches), start=1) if s is not None]
     new = [name for name, s in zip(class_names, matches) if s is None]
     inherited = dict(inherited or {})
-    config: Any = getattr(model, "config", None)
     overridden = {k: (getattr(config, k), v) for k, v in inherited.items()
                   if config is not None and _plain(getattr(config, k, v)) != _plain(v)}
     defaults = {f.name: f.default for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else {}
     non_default = [k for k, v in inherited.items() if k not in defaults or _plain(defaults[k]) != _plain(v)]
+    notes = (["the official variant (inference only) as a trainable FCIS: resnet_style='caffe', input "
+              "normalised as (x - mean) / std with mean = pixel means / 255 and std = 1/255, the RPN's "
+              "2-way softmax as one logit per anchor and its deltas re-expressed for torchvision's anchors "
+              "(the same proposals before NMS)"] if translated else [])
     return InitReport(source.path, source.kind, source.model_name, num_src, kept, new, sorted(rows), copied,
-                      {k: _plain(v) for k, v in inherited.items()}, overridden, non_default)
+                      {k: _plain(v) for k, v in inherited.items()}, overridden, non_default, notes)
 
 
 def _plain(v: Any) -> Any:
