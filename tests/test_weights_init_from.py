@@ -391,3 +391,26 @@ def test_official_variant_source_becomes_a_trainable_fcis_with_the_same_arithmet
     assert torch.isfinite(total)
     total.backward()
     assert tgt.head.inside_outside.weight.grad is not None
+
+
+def test_maskrcnn_from_an_fcis_maskrcnn_checkpoint_and_instancefcn_refused(tmp_path):
+    torch.manual_seed(4)
+    src = BUILDERS["maskrcnn_resnet18_fpn"](num_classes=2, min_size=128, max_size=160)
+    path = tmp_path / "mrcnn.pt"
+    save_checkpoint(path, model=src.state_dict(), model_name="maskrcnn_resnet18_fpn", model_config=src.config.to_dict(),
+                    dataset={"class_names": ["balloon", "kite"], "label_to_cat_id": {1: 1, 2: 2}})
+    source = load_init_source(path)
+    inherited = inherited_config(source, "maskrcnn_resnet18_fpn", BUILDERS)
+    assert inherited["min_size"] == 128
+    tgt = BUILDERS["maskrcnn_resnet18_fpn"](num_classes=2, backbone_pretrained=True, **inherited)
+    report = init_model(tgt, source, ["kite", "Balloon"])
+    assert [(a, c) for a, _, c, _ in report.kept] == [(1, 2), (2, 1)] and report.new == []
+    w_t = tgt.state_dict()["roi_heads.box_predictor.bbox_pred.weight"]
+    w_s = src.state_dict()["roi_heads.box_predictor.bbox_pred.weight"]
+    assert torch.equal(w_t[4:8], w_s[8:12]) and torch.equal(w_t[8:12], w_s[4:8])
+
+    ifcn = BUILDERS["instancefcn_resnet18"](num_classes=1)
+    save_checkpoint(tmp_path / "ifcn.pt", model=ifcn.state_dict(), model_name="instancefcn_resnet18",
+                    model_config=ifcn.config.to_dict(), dataset={"class_names": ["object"], "label_to_cat_id": {1: 1}})
+    with pytest.raises(ValueError, match="supports FCIS and Mask R-CNN"):
+        inherited_config(load_init_source(tmp_path / "ifcn.pt"), "instancefcn_resnet18", BUILDERS)
