@@ -196,7 +196,9 @@ def _tv_state_dict(old_layout: bool = False) -> dict[str, torch.Tensor]:
 def test_torchvision_file_of_the_old_key_layout_reads_as_the_new(tmp_path):
     """The real COCO file was written by torchvision < 0.13 (FPN, RPN head and mask head keys of
     the old layout, no num_batches_tracked): loaded through torchvision's model, it is the same."""
-    torch.save(_tv_state_dict(old_layout=True), tmp_path / "old.pth")
+    # and of torch's legacy (non-zip) serialisation, as torch 1.1-1.3 wrote that file
+    torch.save(_tv_state_dict(old_layout=True), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    assert (tmp_path / "old.pth").read_bytes()[:4] != b"PK\x03\x04"
     source = load_init_source(tmp_path / "old.pth")
     ref = {k: v for k, v in _tv_state_dict().items() if not k.endswith("num_batches_tracked")}
     assert set(source.state_dict) == set(ref)

@@ -183,8 +183,11 @@ def load_init_source(path: str | os.PathLike) -> InitSource:
     path_s = os.fspath(path)
     if not Path(path_s).is_file():
         raise WeightsFileError(f"--init-from: file not found: {path_s}")
-    try:   # memory-mapped: an fcis checkpoint is then read once more, checked, by load_checkpoint
-        raw = torch.load(path_s, map_location="cpu", weights_only=True, mmap=True)
+    try:   # memory-mapped where it can be (an fcis checkpoint is then read again, checked, by
+        # load_checkpoint); torchvision's COCO file is of torch's legacy (non-zip) format: read whole
+        with open(path_s, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+        raw = torch.load(path_s, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a wrong or damaged file
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise WeightsFileError(f"--init-from {path_s}: not a PyTorch checkpoint or state dict ({reason})") from None
