@@ -83,6 +83,11 @@ class Budget:
     real_model: str = "fcis_resnet18"
     real_penn_iterations: int = 300
     real_balloon_iterations: int = 200
+    # 9. a converted model (fcis convert weights) on COCO val2017 (opt-in: --only coco_val; skipped
+    # without the files): the checkpoint, the folder with annotations/ and val2017/, first N images (0: all)
+    coco_val_weights: str = ""
+    coco_val_root: str = ""
+    coco_val_limit: int = 0
     # 7. GPU (only where torch.cuda.is_available())
     gpu_model: str = "fcis_resnet101"
     gpu_image: tuple[int, int] = (600, 1000)

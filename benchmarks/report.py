@@ -23,6 +23,7 @@ SECTION_TITLES = {
     "limit": "6. The limit: backbone GFLOP/s beside the matmul peak",
     "gpu": "7. GPU",
     "real_photos": "8. The bare `fcis train` on real photos",
+    "coco_val": "9. A converted model on COCO val2017",
 }
 
 
@@ -570,6 +571,11 @@ def render(results: dict, plots: dict[str, str], reading: list[str] | None = Non
             continue
         if key == "real_photos":
             lines.append(_real_photos(sec_))
+            continue
+        if key == "coco_val":
+            from .coco_val_converted import render
+
+            lines.append(render(sec_))
             continue
         if sec_ is None:
             lines.append("Not run in this run.")

@@ -9,7 +9,8 @@
 (from the repository root; ``python benchmarks/run.py ...`` restarts itself as the module.)
 
 Writes ``OUT/RESULTS.md``, ``OUT/results/results.json`` and ``OUT/results/*.png`` (OUT defaults to
-this folder). Sections: latency, roi, throughput, accuracy, ablation, limit, gpu (see README.md).
+this folder). Sections: latency, roi, throughput, accuracy, ablation, limit, gpu, and the opt-in
+real_photos and coco_val (see README.md).
 """
 
 from __future__ import annotations
@@ -40,15 +41,27 @@ from .common import FULL, QUICK, Budget, log, machine_info
 
 #: CLI name -> results key, in run order (the training-heavy sections last).
 SECTIONS = {"latency": "latency", "roi": "roi_scaling", "limit": "limit", "throughput": "throughput",
-            "accuracy": "accuracy", "ablation": "ablation", "gpu": "gpu", "real_photos": "real_photos"}
-#: Sections a plain run leaves out (name them with --only): real_photos trains four models (~2 h).
-OPT_IN = ("real_photos",)
+            "accuracy": "accuracy", "ablation": "ablation", "gpu": "gpu", "real_photos": "real_photos",
+            "coco_val": "coco_val"}
+#: Sections a plain run leaves out (name them with --only): real_photos trains four models (~2 h);
+#: coco_val evaluates a converted model (--set coco_val_weights=... coco_val_root=...) on COCO val2017.
+OPT_IN = ("real_photos", "coco_val")
 
 
 def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Path | None, strict: bool = False
                  ) -> tuple[dict[str, Any], dict[str, float]]:
     """Run the named sections; returns ``(results by key, seconds per section)``."""
-    from . import accuracy, accuracy_parallel, gpu, latency, limit, real_photos, roi_scaling, training
+    from . import (
+        accuracy,
+        accuracy_parallel,
+        coco_val_converted,
+        gpu,
+        latency,
+        limit,
+        real_photos,
+        roi_scaling,
+        training,
+    )
 
     runner = accuracy.AccuracyRunner(budget, work, data_root)
     funcs = {
@@ -60,6 +73,8 @@ def run_sections(names: list[str], budget: Budget, *, work: Path, data_root: Pat
         "ablation": lambda: accuracy.run_ablation(runner, budget.datasets),
         "gpu": lambda: gpu.run(budget),
         "real_photos": lambda: real_photos.run(budget, work, data_root),
+        "coco_val": lambda: coco_val_converted.run(budget.coco_val_weights or None, budget.coco_val_root or None,
+                                                   work / "coco_val", limit=budget.coco_val_limit),
     }
     results, durations = {}, {}
     trained = [n for n in ("accuracy", "ablation") if n in names]

@@ -57,6 +57,14 @@ class TrainConfig:
                           "defaults (--set anchor_sizes=... overrides either)", choices=("fit", "paper"))
     allow_random_init: bool = _field(False, "let a paper-* recipe run without ImageNet weights (it will not "
                                      "reproduce the paper)")
+    init_from: str | None = _field(None, "start from a trained model: an fcis checkpoint (e.g. written by fcis convert "
+                                   "weights) or torchvision's maskrcnn_resnet50_fpn_coco-*.pth; the backbone, RPN and "
+                                   "shared head layers are kept, classes whose names match the source's keep their "
+                                   "channels, the others start afresh; the recipe is then the paper's fine-tuning SGD "
+                                   "and the source's anchors are kept", metavar="CHECKPOINT")
+    init_class_map: str | None = _field(None, "with --init-from: user classes taken from source classes of another "
+                                        "name, 'pedestrian=person,motorbike=motorcycle' or a JSON file "
+                                        "{\"pedestrian\": \"person\"}", metavar="MAP")
     iterations: int | None = _field(None, "training iterations (optimizer steps; default: the recipe's)")
     batch_size: int = _field(1, "images per step and process")
     lr: float | None = _field(None, "learning rate (default: sgd 5e-4 x images per step across processes; "
@@ -116,6 +124,8 @@ class TrainConfig:
             problems.append("warmup_iters must be >= 0 and warmup_factor in (0, 1]")
         if self.weight_decay is not None and self.weight_decay < 0:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.init_class_map and not self.init_from:
+            problems.append("init_class_map needs init_from (the checkpoint whose classes it maps)")
         if self.anchors not in ("fit", "paper"):
             problems.append(f"anchors must be 'fit' or 'paper', got {self.anchors!r}")
         if self.optimizer not in (None, "sgd", "adamw"):

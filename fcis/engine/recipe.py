@@ -3,7 +3,8 @@ once when training starts.
 
 ``auto`` (the default) chooses by how the network starts:
 
-- **ImageNet weights** (``--weights-backbone``): the paper's recipe as the official code runs it:
+- **ImageNet weights** (``--weights-backbone``) or a trained model (``--init-from``): the paper's
+  recipe as the official code runs it:
   SGD, momentum 0.9, lr 5e-4 per image of a step (linear scaling), weight decay 5e-4, warm-up
   from lr/10 over 250 iterations (at most 5% of the run), one step (x0.1) at 2/3 of the run.
 - **random weights**: AdamW at lr 1e-3, weight decay 5e-4, warm-up from lr/10 over 5% of the
@@ -95,7 +96,8 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
 
     Args:
         cfg: the run's configuration (``cfg.recipe`` names the recipe).
-        pretrained: the backbone starts from ImageNet weights.
+        pretrained: the backbone starts from ImageNet weights, or the whole network from a trained
+            model (``cfg.init_from``).
         num_train_images: images of the training set (the paper recipes count epochs).
         world_size: training processes (images per step = ``batch_size x world_size``).
         model_fields: field names of the model's config (recipe values for other names are
@@ -113,8 +115,9 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
     model: dict[str, Any] = {}
     if cfg.recipe == "auto":
         if pretrained:
-            reason = ("the backbone starts from ImageNet weights: the paper's recipe (SGD, 5e-4 per image, "
-                      "warm-up 250 iterations at 1/10, one step at 2/3)")
+            start = ("the network starts from a trained model (--init-from): the paper's fine-tuning recipe"
+                     if cfg.init_from else "the backbone starts from ImageNet weights: the paper's recipe")
+            reason = f"{start} (SGD, 5e-4 per image, warm-up 250 iterations at 1/10, one step at 2/3)"
             iterations = cfg.iterations or DEFAULT_ITERATIONS
             chosen = {"optimizer": "sgd", "weight_decay": 5e-4, "warmup_factor": 0.1, "lr_steps": (2 / 3,),
                       "warmup_iters": min(250, int(round(0.05 * iterations)))}

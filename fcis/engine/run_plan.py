@@ -35,18 +35,23 @@ class RunPlan:
 
 def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: TrainConfig,
                    model_overrides: dict[str, Any], pretrained: bool, world_size: int,
-                   log: Callable[[str], None] | None = print) -> RunPlan:
+                   log: Callable[[str], None] | None = print, *, inherited: dict[str, Any] | None = None
+                   ) -> RunPlan:
     """Resolve ``cfg``'s recipe, fit the anchors (``cfg.anchors == "fit"``, recipe ``auto``) and
     summarise the data. ``builder`` is the model's builder; ``model_overrides`` the user's
-    ``--set`` fields (they win over the recipe and the fit); ``log`` prints (None: silent)."""
+    ``--set`` fields (they win over the recipe and the fit); ``log`` prints (None: silent).
+    ``inherited``: the config fields of the model a run starts from (``cfg.init_from``,
+    :func:`fcis.weights.init_from.inherited_config`): kept like given ones (its anchors are not
+    refitted: its RPN is kept), unless ``--set`` gives another value."""
     from .inspect_data import inspect_dataset
 
-    given = {**model_overrides, **cfg.model_overrides()}
+    inherited = dict(inherited or {})
+    given = {**inherited, **model_overrides, **cfg.model_overrides()}
     defaults = _default_config(builder, train_ds.num_classes, pretrained, given)
     names = {f.name for f in dataclasses.fields(defaults)}
     cfg, recipe = resolve_recipe(cfg, pretrained=pretrained, num_train_images=len(train_ds),
                                  world_size=world_size, model_fields=names, given_model=given)
-    overrides = {**recipe.model, **model_overrides}
+    overrides = {**recipe.model, **inherited, **model_overrides}
     run_defaults = dataclasses.replace(defaults, **{k: v for k, v in {**recipe.model, **given}.items()
                                                     if k in names and k not in ANCHOR_FIELDS})
     fixed = {k: v for k, v in {**recipe.model, **given}.items() if k in ANCHOR_FIELDS}
@@ -55,6 +60,9 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     if fit is not None:
         if cfg.recipe != "auto" and not any(k in given for k in ANCHOR_FIELDS):
             fit.source = f"recipe {cfg.recipe}"
+        user_anchors = {**model_overrides, **cfg.model_overrides()}
+        if any(k in inherited for k in ANCHOR_FIELDS) and not any(k in user_anchors for k in ANCHOR_FIELDS):
+            fit.source = f"the source model's (--init-from {cfg.init_from})"
         for k, v in fit.fields.items():
             if k not in given:
                 overrides[k] = v
@@ -96,5 +104,5 @@ def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:
     if cfg.unresolved():   # a checkpoint from before recipes: resolve the rest as a fresh run would
         cfg, _ = resolve_recipe(cfg, pretrained=bool(ckpt.get("model_config", {}).get("backbone_pretrained")),
                                 num_train_images=1)
-    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "anchors", "data") if k in ckpt}
+    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "anchors", "data", "init_from") if k in ckpt}
     return RunPlan(cfg, {}, record)

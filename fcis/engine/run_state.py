@@ -151,16 +151,32 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
     val_ds = CocoInstances(val_json, image_root, on_bad_sample=cfg.on_bad_sample) if val_json else None
     _check_datasets(train_ds, val_ds, train_json, val_json, ckpt, last_path)
 
+    init: Any = None     # the trained model a fresh run starts from (cfg.init_from), and its config fields
+    inherited: dict[str, Any] = {}
+    if ckpt is None and cfg.init_from:
+        init, inherited = _init_source(BUILDERS, model_name, cfg, weights_backbone)
     if ckpt is None:   # the recipe, the fitted anchors and the data summary (printed by rank 0)
-        plan = plan_fresh_run(BUILDERS[model_name], train_ds, cfg, model_overrides, weights_backbone is not None,
-                              world, log=(lambda text: print(text, file=sys.stderr, flush=True)) if main else None)
+        plan = plan_fresh_run(BUILDERS[model_name], train_ds, cfg, model_overrides,
+                              weights_backbone is not None or init is not None, world,
+                              log=(lambda text: print(text, file=sys.stderr, flush=True)) if main else None,
+                              inherited=inherited)
         cfg, model_overrides = plan.cfg, plan.model_overrides
 
     # The model (built before any RNG restore, so that a resume consumes the same draws).
     if ckpt is not None:
         model = build_from_checkpoint(BUILDERS, ckpt, last_path)   # with its weights
     else:
-        model = _build_model(BUILDERS, model_name, train_ds, train_json, cfg, model_overrides, weights_backbone)
+        model = _build_model(BUILDERS, model_name, train_ds, train_json, cfg, model_overrides, weights_backbone,
+                             pretrained=init is not None)
+    if init is not None:   # its weights, but the class-dependent rows of new classes and the background
+        from fcis.weights.init_from import init_model, parse_class_map
+
+        report = init_model(model, init, list(train_ds.class_names), class_map=parse_class_map(cfg.init_class_map),
+                            inherited=inherited)
+        plan.record["init_from"] = report.to_dict()
+        if main:
+            print(report.describe(), file=sys.stderr, flush=True)
+        init = None
     model.to(device).train()
     mcfg: Any = model.config
     train_ds.transforms = build_transforms(True, min_size=mcfg.min_size, max_size=mcfg.max_size,
@@ -345,10 +361,27 @@ def _deep_list(v):
     return [_deep_list(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
+def _init_source(builders, model_name: str, cfg: TrainConfig, weights_backbone: Any) -> tuple[Any, dict[str, Any]]:
+    """The model ``cfg.init_from`` names (:func:`fcis.weights.init_from.load_init_source`) and the
+    config fields the new model takes from it; its class map checked before anything is built."""
+    from fcis.weights.init_from import inherited_config, load_init_source, parse_class_map
+
+    if weights_backbone is not None:
+        raise ValueError("--init-from and --weights-backbone both give the starting weights: pass one of them "
+                         "(--init-from keeps the source's backbone)")
+    parse_class_map(cfg.init_class_map)
+    source = load_init_source(cfg.init_from)  # type: ignore[arg-type]  # checked by the caller
+    return source, inherited_config(source, model_name, builders)
+
+
 def _build_model(builders, model_name: str, train_ds, train_json, cfg: TrainConfig,
-                 model_overrides: dict[str, Any], weights_backbone: Any) -> torch.nn.Module:
-    """A fresh model: ``builders[model_name]`` with the data's classes and the overrides."""
+                 model_overrides: dict[str, Any], weights_backbone: Any, pretrained: bool = False) -> torch.nn.Module:
+    """A fresh model: ``builders[model_name]`` with the data's classes and the overrides.
+    ``pretrained``: built as for ImageNet weights (frozen BatchNorm and early stages) without
+    loading any (``--init-from`` copies trained weights into it afterwards)."""
     overrides = {**model_overrides, **cfg.model_overrides()}
+    if pretrained:
+        overrides.setdefault("backbone_pretrained", True)
     if overrides.pop("num_classes", train_ds.num_classes) != train_ds.num_classes:
         raise ValueError(f"num_classes comes from the data ({train_ds.num_classes} in {train_json})")
     if weights_backbone is not None:

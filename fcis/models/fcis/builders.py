@@ -6,7 +6,7 @@ from typing import Any
 
 from ..backbone import BackboneWeights, ResNetC4C5, build_resnet
 from ..builder_config import builder_config
-from ..caffe_resnet import build_caffe_resnet
+from ..caffe_resnet import build_caffe_resnet, caffe_style
 from .config import FCISConfig
 from .model import FCIS
 from .official import OfficialFCIS
@@ -22,6 +22,8 @@ def _fcis(depth: int, num_classes: int, weights_backbone: BackboneWeights, overr
     pretrained = config.backbone_pretrained
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=config.dilate_conv5,
                        frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers)
+    if config.resnet_style == "caffe":   # the official ResNet v1's strides and max pool, same parameters
+        caffe_style(net)
     return FCIS(config, ResNetC4C5(net))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..model_config import TwoStageConfig
 
@@ -20,6 +20,13 @@ class FCISConfig(TwoStageConfig):
     # Backbone: ResNet with conv5 dilated (stride 16 instead of 32).
     depth: int = 101
     dilate_conv5: bool = True
+    # The ResNet's arrangement: "torchvision" (v1.5: a stage's stride in its first block's 3×3, the
+    # stem's max pool padded) or "caffe" (v1 as the official MXNet/Caffe ResNet: the stride in the
+    # first 1×1, MXNet's 3×3/2 max pool without padding in ceil mode; fcis/models/caffe_resnet.py).
+    # Same parameters. "caffe" is what weights converted from the official code were trained in,
+    # and what a model fine-tuned from them keeps (fcis train --init-from carries it over); the
+    # official variant always runs it. Needs a Bottleneck ResNet (depth >= 50).
+    resnet_style: str = field(default="torchvision", metadata={"architecture": True})
     # Stages of the ResNet that train, counted from the top (5 = all). The original freezes
     # conv1 and res2 (3 trainable); with a random backbone every stage trains.
     trainable_layers: int = 3
@@ -135,6 +142,10 @@ class FCISConfig(TwoStageConfig):
                              f"got {self.mask_loss_normalization!r}")
         if self.score_maps not in ("joint", "separate"):
             raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
+        if self.resnet_style not in ("torchvision", "caffe"):
+            raise ValueError(f"resnet_style must be 'torchvision' or 'caffe', got {self.resnet_style!r}")
+        if self.resnet_style == "caffe" and self.depth < 50:
+            raise ValueError(f"resnet_style='caffe' needs a Bottleneck ResNet (depth >= 50), got depth {self.depth}")
         if self.variant not in ("torchvision", "official"):
             raise ValueError(f"variant must be 'torchvision' or 'official', got {self.variant!r}")
         if self.variant == "official":
