@@ -71,10 +71,10 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     anchors_now = {k: overrides.get(k, getattr(run_defaults, k)) for k in ANCHOR_FIELDS if k in names}
     report = inspect_dataset(train_ds, dataclasses.replace(run_defaults, **anchors_now))
     if log is not None:
+        if size is not None:   # first: the summary below measures the boxes at this size
+            log(size.describe())
         log(report.describe(short=True))
         log(recipe.describe())
-        if size is not None:
-            log(size.describe())
         if fit is not None:
             log(fit.describe())
     record = {"recipe": recipe.to_dict(), "input_size": size.to_dict() if size is not None else None,
