@@ -132,6 +132,9 @@ def test_small_photos_with_large_objects_are_not_upsampled():
     assert (choice.min_size, choice.max_size) == (300, 500) and choice.source == "data"
     assert choice.upsample == pytest.approx(1.0) and choice.reach == pytest.approx(1.0)
     assert "not upsampled" in choice.reason
+    # with ImageNet weights the model's input stays (the paper upsampled VOC's ~500x375 photos to 600)
+    pretrained = choose_input_size(table, 600, 1000, native_cap=False)
+    assert (pretrained.min_size, pretrained.max_size) == (600, 1000) and "ImageNet" in pretrained.reason
 
 
 def test_large_photos_keep_the_models_input():

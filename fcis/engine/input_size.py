@@ -3,11 +3,13 @@
 The model's default input (FCIS: short side 600, long side at most 1000) suits COCO-like photos.
 Two kinds of data are poorly served by it, and :func:`choose_input_size` adapts to both:
 
-1. **Photos smaller than the input** (PennFudanPed: ~300-550 px): upsampling them adds no
-   detail, only time per iteration. The input becomes the photos' own size: the short side ``m``
-   at which the median image is scaled by at most 1 (the long side limit keeps the model's
-   ratio ``max_size / min_size``). Objects are large in such photos; when they are not, rule 2
-   may still enlarge.
+1. **Photos smaller than the input** (PennFudanPed: ~300-550 px), from random weights: upsampling
+   them adds no detail, only time per iteration. The input becomes the photos' own size: the
+   short side ``m`` at which the median image is scaled by at most 1 (the long side limit keeps
+   the model's ratio ``max_size / min_size``). Objects are large in such photos; when they are
+   not, rule 2 may still enlarge. With ImageNet weights the model's default stays the base (the
+   paper's recipe: its VOC photos, ~500x375, were upsampled to 600 for features trained at
+   ImageNet's object scale).
 2. **Small objects**: the RPN runs at stride 16, and a box much under ~32 px cannot reach IoU 0.7
    with any anchor of its grid. When fewer than :data:`REACH_TARGET` of the boxes -- weighed by
    class, each class the same as in COCO AP (:func:`fcis.engine.anchor_fit.class_weights`) -- are
@@ -117,9 +119,11 @@ def given_input_size(min_size: int, max_size: int, source: str, reason: str, def
                            now["reach"], dflt["reach"], now["upsample"], now["pixels"], dflt["pixels"])
 
 
-def choose_input_size(table: BoxTable, default_min: int, default_max: int) -> InputSizeChoice:
+def choose_input_size(table: BoxTable, default_min: int, default_max: int, *, native_cap: bool = True
+                      ) -> InputSizeChoice:
     """The input size for ``table``'s data (see the module's docstring for the rule), for a
-    model whose default input is ``default_min/default_max``."""
+    model whose default input is ``default_min/default_max``. ``native_cap``: photos smaller
+    than the default input are not upsampled (rule 1; False with ImageNet weights)."""
     default = (int(default_min), int(default_max))
     if len(table.image_hw) == 0 or len(table.boxes) == 0:
         return given_input_size(*default, "data", "no boxes to measure: the model's default", default, table)
@@ -137,8 +141,9 @@ def choose_input_size(table: BoxTable, default_min: int, default_max: int) -> In
         return _measure(table, m, int(round(m * ratio)), weights)
 
     dflt = at(default_min)
-    base = dflt if native >= default_min else at(native)
-    why_base = (f"the model's {default_min}/{default_max}" if base is dflt else
+    base = dflt if native >= default_min or not native_cap else at(native)
+    why_base = (f"the model's {default_min}/{default_max}" + ("" if native >= default_min else
+                " (with ImageNet weights, as the paper: smaller photos upsampled to it)") if base is dflt else
                 f"the photos' own size (median image {int(np.median(np.minimum(h, w)))} px on its short side, "
                 f"smaller than the model's {default_min} px input: not upsampled)")
     candidates = [base]

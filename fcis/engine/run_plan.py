@@ -86,8 +86,9 @@ def plan_input_size(builder, num_classes: int, pretrained: bool, given: dict[str
                     cfg: TrainConfig, table) -> InputSizeChoice | None:
     """The run's input size: given (``--min-size``/``--max-size``/``--set``; a missing one is the
     model's default), the recipe's, the model's default (``cfg.input_size == "model"``), or chosen
-    from the data (:func:`fcis.engine.input_size.choose_input_size`). None for a model without
-    ``min_size``/``max_size``."""
+    from the data (:func:`fcis.engine.input_size.choose_input_size`; with ImageNet weights,
+    ``pretrained``, photos smaller than the model's input are upsampled to it, as in the paper).
+    None for a model without ``min_size``/``max_size``."""
     bare = _default_config(builder, num_classes, pretrained, {})
     if not (hasattr(bare, "min_size") and hasattr(bare, "max_size")):
         return None
@@ -101,7 +102,7 @@ def plan_input_size(builder, num_classes: int, pretrained: bool, given: dict[str
                                 else f"the official experiment's ({cfg.recipe})", default, table)
     if cfg.input_size == "model":
         return given_input_size(*default, "model", "--input-size model", default, table)
-    return choose_input_size(table, *default)
+    return choose_input_size(table, *default, native_cap=not pretrained)
 
 
 def _default_config(builder, num_classes: int, pretrained: bool, given: dict[str, Any]):
