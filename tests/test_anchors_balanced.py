@@ -270,3 +270,16 @@ def test_train_records_the_input_size_and_resume_reuses_it(tiny_two_classes, tmp
     assert again["model_config"]["min_size"] == 64
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert ckpt["iteration"] == 2 and ckpt["input_size"]["min_size"] == 64
+
+
+def test_class_table_shows_the_least_covered_classes_first_when_long():
+    from fcis.engine.inspect_data import DataReport
+
+    table = {f"c{i}": {"boxes": 10 + i, "median_px": 20.0 + i, "coverage": i / 20} for i in range(15)}
+    report = DataReport("x", 1, 1, 0, np.ones(1, dtype=np.int64), {}, np.ones(1), np.ones(1), (600, 1000), {},
+                        None, class_table=table)
+    lines = report.class_lines(limit=12)
+    assert len(lines) == 1 + 12 + 1 and "3 more classes" in lines[-1]
+    assert [line.split()[0] for line in lines[1:4]] == ["c0", "c1", "c2"]   # the least covered first
+    assert lines[1].split()[1:] == ["10", "20", "0.0%"]
+    assert len(report.class_lines(limit=40)) == 16
