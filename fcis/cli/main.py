@@ -91,25 +91,37 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     import torch
 
     from fcis.data import CocoInstances
-    from fcis.engine.anchor_fit import fit_for_model
+    from fcis.engine import TrainConfig
+    from fcis.engine.anchor_fit import box_table, fit_for_model
     from fcis.engine.inspect_data import draw_report, inspect_dataset
+    from fcis.engine.run_plan import plan_input_size
     from fcis.models import BUILDERS
 
     if args.model not in BUILDERS:
         raise UsageError(f"unknown model {args.model!r}; choose one of {', '.join(sorted(BUILDERS))}")
     data = CocoInstances(args.data, args.image_root)
+    num_classes = max(1, data.num_classes)
     sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
+    table = box_table(data.coco)
+    # the input size as `fcis train` would choose it (given sizes win)
+    size = plan_input_size(BUILDERS[args.model], num_classes, False, sizes, {},
+                           TrainConfig(input_size=args.input_size), table)
+    if size is not None:
+        sizes = {"min_size": size.min_size, "max_size": size.max_size}
+        print(size.describe())
     with torch.device("meta"):
-        mcfg: Any = BUILDERS[args.model](num_classes=max(1, data.num_classes), **sizes).config
-    report = inspect_dataset(data, mcfg, check_images=True)
+        mcfg: Any = BUILDERS[args.model](num_classes=num_classes, **sizes).config
+    fit = fit_for_model(args.model, mcfg, data.coco, given={}, table=table, paper=args.anchors == "paper",
+                        balanced=args.anchors != "fit-boxes")
+    # the summary with the anchors `fcis train` would use (the model's own with --anchors paper)
+    report = inspect_dataset(data, dataclasses.replace(mcfg, **fit.fields) if fit is not None else mcfg,
+                             check_images=True)
     print(report.describe())
-    fit = fit_for_model(args.model, mcfg, data.coco, given={})
     if fit is not None:
-        print("fitted " + fit.describe())
-        fitted = inspect_dataset(data, dataclasses.replace(mcfg, **fit.fields))
+        print(fit.describe())
     png = Path(args.output) if args.output else Path(args.data).with_name(Path(args.data).stem + "_inspect.png")
     defaults = tuple(getattr(mcfg, "anchor_sizes", getattr(mcfg, "window_sizes", ())))
-    draw_report(fitted if fit is not None else report, png, default_anchors=defaults if fit is not None else ())
+    draw_report(report, png, default_anchors=defaults if fit is not None and fit.source != "paper" else ())
     print(f"picture: {png}")
     return 0
 
@@ -418,13 +430,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("inspect-data", help="summarise a COCO dataset as a model will see it (+ PNG)",
-                       description="Images, instances per image and per class, images without objects, box sizes "
-                                   "at the model's input scale against its anchors (the paper's and fitted), the "
-                                   "problems the data loader finds; writes a PNG of the histograms.")
+                       description="Images, instances per image and per class, images without objects, the input "
+                                   "size fcis train would choose, box sizes at that scale against the anchors "
+                                   "(fitted and the paper's; coverage per class), the problems the data loader "
+                                   "finds; writes a PNG of the histograms.")
     i.add_argument("data", metavar="JSON", help="COCO instances JSON")
     i.add_argument("--model", default="fcis_resnet50", help="whose input size and anchors to measure against")
-    i.add_argument("--min-size", type=int, help="short side of the network input (default: the model's)")
+    i.add_argument("--min-size", type=int, help="short side of the network input (default: chosen from the data "
+                   "as fcis train chooses it)")
     i.add_argument("--max-size", type=int, help="long side limit of the network input")
+    i.add_argument("--input-size", choices=("auto", "model"), default="auto",
+                   help="without --min-size/--max-size: auto chooses it from the data (as fcis train), model "
+                        "takes the model's default")
+    i.add_argument("--anchors", choices=("fit", "fit-boxes", "paper"), default="fit",
+                   help="fit: class-balanced, as fcis train; fit-boxes: fitted by box count; paper: the model's")
     i.add_argument("--image-root", metavar="DIR")
     i.add_argument("--output", metavar="PNG", help="the picture (default: JSON's name + _inspect.png beside it)")
     i.set_defaults(func=cmd_inspect_data)

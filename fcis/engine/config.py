@@ -53,8 +53,10 @@ class TrainConfig:
     recipe: str = _field("auto", "auto: the paper's SGD with --weights-backbone, AdamW from random weights; "
                          "paper-coco / paper-voc: the official experiment (needs ImageNet weights)",
                          choices=("auto", "paper-coco", "paper-voc"))
-    anchors: str = _field("fit", "fit: anchor sizes and ratios fitted to the training boxes; paper: the model's "
-                          "defaults (--set anchor_sizes=... overrides either)", choices=("fit", "paper"))
+    anchors: str = _field("fit", "fit: anchor sizes, their count (FCIS) and ratios fitted to the training boxes, "
+                          "each class weighing the same (as in COCO AP); fit-boxes: fitted by box count, the "
+                          "model's count of sizes (the fit before issue 22); paper: the model's defaults "
+                          "(--set anchor_sizes=... overrides any)", choices=("fit", "fit-boxes", "paper"))
     allow_random_init: bool = _field(False, "let a paper-* recipe run without ImageNet weights (it will not "
                                      "reproduce the paper)")
     init_from: str | None = _field(None, "start from a trained model: an fcis checkpoint (e.g. written by fcis convert "
@@ -95,8 +97,14 @@ class TrainConfig:
                                 choices=("skip", "raise"))
     hflip_prob: float = _field(0.5, "probability of the horizontal flip augmentation")
     # Input size: None keeps the model's own default; set, it goes to the model and transforms.
-    min_size: int | None = _field(None, "short side of the network input (default: the model's)")
-    max_size: int | None = _field(None, "long side limit of the network input (default: the model's)")
+    min_size: int | None = _field(None, "short side of the network input (default: chosen from the data, "
+                                  "see --input-size)")
+    max_size: int | None = _field(None, "long side limit of the network input (default: chosen from the data)")
+    # Input size chosen from the data (issue 22; fcis.engine.input_size) when neither size is given.
+    input_size: str = _field("auto", "auto: without --min-size/--max-size, the input size is chosen from the "
+                             "training data (photos smaller than the model's input are not upsampled; small "
+                             "objects enlarge it, at most 2x the photos' size and 1.5x the model's default "
+                             "pixels); model: the model's default (FCIS 600/1000)", choices=("auto", "model"))
 
     amp: bool = _field(False, "mixed precision (torch.autocast); CUDA: bf16 or fp16, CPU: bf16 only")
     amp_dtype: str = _field("bf16", "autocast dtype with --amp (fp16 trains with loss scaling; CUDA only)",
@@ -126,8 +134,10 @@ class TrainConfig:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.init_class_map and not self.init_from:
             problems.append("init_class_map needs init_from (the checkpoint whose classes it maps)")
-        if self.anchors not in ("fit", "paper"):
-            problems.append(f"anchors must be 'fit' or 'paper', got {self.anchors!r}")
+        if self.anchors not in ("fit", "fit-boxes", "paper"):
+            problems.append(f"anchors must be 'fit', 'fit-boxes' or 'paper', got {self.anchors!r}")
+        if self.input_size not in ("auto", "model"):
+            problems.append(f"input_size must be 'auto' or 'model', got {self.input_size!r}")
         if self.optimizer not in (None, "sgd", "adamw"):
             problems.append(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.on_bad_sample not in ("skip", "raise"):

@@ -3,7 +3,8 @@ PNG of its box sizes and classes (drawn with Pillow, a dependency already; no ma
 
 :func:`inspect_dataset` counts images, instances per image and per class, images without
 objects, measures the boxes at the model's input scale (the resize of ``min_size``/``max_size``)
-and their coverage by the model's anchors (see :mod:`fcis.engine.anchor_fit`), and lists the
+and their coverage by the model's anchors (see :mod:`fcis.engine.anchor_fit`) -- as a share of
+the boxes, as a mean over classes (each class the same, as in COCO AP) and per class -- and lists the
 problems the data loader found (bad annotations dropped; with ``check_images`` also missing,
 unreadable or wrongly sized images).
 """
@@ -17,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.maskrcnn.config import MaskRCNNConfig
-from .anchor_fit import RPN_STRIDE, anchor_coverage, input_boxes, window_coverage
+from .anchor_fit import Coverage, covered, input_boxes
 
 __all__ = ["DataReport", "inspect_dataset", "draw_report"]
 
@@ -40,9 +40,12 @@ class DataReport:
     ratios: np.ndarray
     input_size: tuple[int | None, int | None]  # (min_size, max_size)
     anchors: dict[str, Any]                   # the model's anchor fields
-    coverage: float | None
+    coverage: float | None                    # share of the boxes the anchors cover
     crowd: int = 0
     problems: list[str] = field(default_factory=list)
+    # per class (name): boxes, median size sqrt(w*h) at the input, anchor coverage (None without anchors)
+    class_table: dict[str, dict[str, Any]] = field(default_factory=dict)
+    balanced_coverage: float | None = None    # the mean of the classes' coverage (COCO AP's weighing)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers (for config.json)."""
@@ -57,7 +60,9 @@ class DataReport:
             "small_share": float(np.mean(self.sizes < SMALL)) if len(self.sizes) else 0.0,
             "input_size": list(self.input_size),
             "anchors": {k: list(v) for k, v in self.anchors.items()},
-            "anchor_coverage": self.coverage, "problems": list(self.problems),
+            "anchor_coverage": self.coverage, "anchor_coverage_per_class_mean": self.balanced_coverage,
+            "per_class_at_input": {k: dict(v) for k, v in self.class_table.items()},
+            "problems": list(self.problems),
         }
 
     def describe(self, short: bool = False) -> str:
@@ -74,7 +79,10 @@ class DataReport:
         if self.anchors:
             anchors = "; ".join(f"{k} {tuple(v)}" for k, v in self.anchors.items())
             cov = "" if self.coverage is None else f" cover {100 * self.coverage:.1f}% of the boxes"
+            if self.balanced_coverage is not None:
+                cov += f", {100 * self.balanced_coverage:.1f}% per class on average"
             lines.append(f"  anchors {anchors}{cov}")
+        lines += self.class_lines(limit=12 if short else 40)
         if self.problems:
             shown = self.problems if not short else self.problems[:3]
             lines.append(f"  problems ({len(self.problems)}): " + "; ".join(shown)
@@ -83,13 +91,36 @@ class DataReport:
             lines.append("  problems: none found")
         return "\n".join(lines)
 
+    def class_lines(self, limit: int = 40) -> list[str]:
+        """A compact table: class, boxes, median size at the input, anchor coverage; with more
+        than ``limit`` classes, the ``limit`` least covered (or smallest) and a count of the rest."""
+        if not self.class_table:
+            return []
+        rows = list(self.class_table.items())
+        has_cov = any(v.get("coverage") is not None for _, v in rows)
+        shown = rows
+        if len(rows) > limit:
+            key = (lambda kv: (kv[1]["coverage"] if kv[1]["coverage"] is not None else 2.0)) if has_cov else (
+                lambda kv: kv[1]["median_px"] if kv[1]["median_px"] is not None else 1e9)
+            shown = sorted(rows, key=key)[:limit]
+        width = max(5, *(len(k) for k, _ in shown))
+        head = f"  {'class':<{width}}  {'boxes':>6}  {'median px':>9}" + ("  coverage" if has_cov else "")
+        out = [head]
+        for name, v in shown:
+            med = "-" if v["median_px"] is None else f"{v['median_px']:.0f}"
+            cov = "" if not has_cov else ("         -" if v["coverage"] is None else f"  {100 * v['coverage']:7.1f}%")
+            out.append(f"  {name:<{width}}  {v['boxes']:>6}  {med:>9}{cov}")
+        if len(shown) < len(rows):
+            out.append(f"  ... {len(rows) - len(shown)} more classes (the {len(shown)} least covered shown)")
+        return out
+
 
 def inspect_dataset(dataset, model_config, *, check_images: bool = False) -> DataReport:
     """Summarise ``dataset`` (a :class:`fcis.data.CocoInstances`) for a model with
     ``model_config`` (its ``min_size``, ``max_size`` and anchor fields are used)."""
     coco = dataset.coco
     min_size, max_size = getattr(model_config, "min_size", None), getattr(model_config, "max_size", None)
-    boxes, padded = input_boxes(coco, min_size, max_size)
+    boxes, padded, labels = input_boxes(coco, min_size, max_size)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     label_names = {cid: dataset.class_names[lab - 1] for cid, lab in dataset.cat_id_to_label.items()}
     per_class = {name: 0 for name in dataset.class_names}
@@ -102,18 +133,20 @@ def inspect_dataset(dataset, model_config, *, check_images: bool = False) -> Dat
         for a in anns:
             per_class[label_names[a["category_id"]]] += 1
     per_image_arr = np.asarray(per_image, dtype=np.int64)
-    anchors, coverage = {}, None
+    anchors: dict[str, Any] = {}
     if hasattr(model_config, "window_sizes"):
         anchors = {"window_sizes": tuple(model_config.window_sizes)}
-        coverage = window_coverage(boxes, model_config.window_sizes, model_config.object_fill)
     elif hasattr(model_config, "anchor_sizes"):
         anchors = {"anchor_sizes": tuple(model_config.anchor_sizes), "aspect_ratios": tuple(model_config.aspect_ratios)}
-        if isinstance(model_config, MaskRCNNConfig):   # FPN: one size per level, strides 4..64
-            levels = [(4 * 2 ** i, (s,), tuple(model_config.aspect_ratios)) for i, s in enumerate(model_config.anchor_sizes)]
-        else:
-            levels = [(RPN_STRIDE, tuple(model_config.anchor_sizes), tuple(model_config.aspect_ratios))]
-        fg = model_config.rpn_fg_iou
-        coverage = anchor_coverage(boxes, padded, levels, fg)
+    ok = covered(model_config, boxes, padded)
+    cov = Coverage.of(ok, labels, label_names) if ok is not None else None
+    sizes = np.sqrt(w * h)
+    class_table: dict[str, dict[str, Any]] = {}
+    for cid, name in label_names.items():
+        mine = labels == cid
+        class_table[name] = {"boxes": int(mine.sum()),
+                             "median_px": float(np.median(sizes[mine])) if mine.any() else None,
+                             "coverage": cov.per_class.get(name) if cov is not None and mine.any() else None}
     problems = [f"{Path(src).name}: {reason}" for src, reason in dataset.bad_samples]
     if check_images:
         problems += _image_problems(dataset)
@@ -121,8 +154,9 @@ def inspect_dataset(dataset, model_config, *, check_images: bool = False) -> Dat
         if n == 0:
             problems.append(f"class {name!r} has no training instance")
     return DataReport(str(dataset.json_path), len(dataset.image_ids), int(per_image_arr.sum()),
-                      int(np.sum(per_image_arr == 0)), per_image_arr, per_class, np.sqrt(w * h),
-                      h / np.maximum(w, 1e-9), (min_size, max_size), anchors, coverage, crowd, problems)
+                      int(np.sum(per_image_arr == 0)), per_image_arr, per_class, sizes,
+                      h / np.maximum(w, 1e-9), (min_size, max_size), anchors, cov.boxes if cov is not None else None,
+                      crowd, problems, class_table, cov.classes if cov is not None else None)
 
 
 def _image_problems(dataset) -> list[str]:

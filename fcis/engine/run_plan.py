@@ -1,5 +1,6 @@
 """What a fresh training run decides before its first step, in one place: the recipe (every
-``None`` field of the config), the anchors fitted to the training boxes, and the data summary.
+``None`` field of the config), the input size chosen from the data (:mod:`fcis.engine.input_size`),
+the anchors fitted to the training boxes at that size, and the data summary.
 
 :func:`plan_fresh_run` is called once by the trainer for a new run; :func:`plan_resumed_run`
 takes the decided values back from a checkpoint, so a resumed run continues with exactly them.
@@ -13,8 +14,9 @@ from typing import Any, Callable
 
 import torch
 
-from .anchor_fit import fit_for_model
+from .anchor_fit import box_table, fit_for_model
 from .config import TrainConfig
+from .input_size import InputSizeChoice, choose_input_size, given_input_size
 from .recipe import resolve_recipe
 
 __all__ = ["RunPlan", "plan_fresh_run", "plan_resumed_run", "ANCHOR_FIELDS"]
@@ -26,7 +28,7 @@ ANCHOR_FIELDS = ("anchor_sizes", "aspect_ratios", "window_sizes")
 @dataclass
 class RunPlan:
     """The resolved training config, the model overrides to build with, and the record that
-    goes to ``config.json`` and the checkpoints (``recipe``, ``anchors``, ``data``)."""
+    goes to ``config.json`` and the checkpoints (``recipe``, ``input_size``, ``anchors``, ``data``)."""
 
     cfg: TrainConfig
     model_overrides: dict[str, Any]
@@ -37,12 +39,14 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
                    model_overrides: dict[str, Any], pretrained: bool, world_size: int,
                    log: Callable[[str], None] | None = print, *, inherited: dict[str, Any] | None = None
                    ) -> RunPlan:
-    """Resolve ``cfg``'s recipe, fit the anchors (``cfg.anchors == "fit"``, recipe ``auto``) and
-    summarise the data. ``builder`` is the model's builder; ``model_overrides`` the user's
-    ``--set`` fields (they win over the recipe and the fit); ``log`` prints (None: silent).
-    ``inherited``: the config fields of the model a run starts from (``cfg.init_from``,
-    :func:`fcis.weights.init_from.inherited_config`): kept like given ones (its anchors are not
-    refitted: its RPN is kept), unless ``--set`` gives another value."""
+    """Resolve ``cfg``'s recipe, choose the input size (``cfg.input_size == "auto"`` and no size
+    given), fit the anchors at that size (``cfg.anchors`` "fit" or "fit-boxes", recipe ``auto``)
+    and summarise the data. ``builder`` is the model's builder; ``model_overrides`` the user's
+    ``--set`` fields (they win over the recipe, the input size and the fit); ``log`` prints
+    (None: silent). ``inherited``: the config fields of the model a run starts from
+    (``cfg.init_from``, :func:`fcis.weights.init_from.inherited_config`): kept like given ones (its
+    input size and anchors are not chosen again: its RPN is kept), unless ``--set`` gives another
+    value."""
     from .inspect_data import inspect_dataset
 
     inherited = dict(inherited or {})
@@ -52,11 +56,17 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     cfg, recipe = resolve_recipe(cfg, pretrained=pretrained, num_train_images=len(train_ds),
                                  world_size=world_size, model_fields=names, given_model=given)
     overrides = {**recipe.model, **inherited, **model_overrides}
+    table = box_table(train_ds.coco)
+    size = plan_input_size(builder, train_ds.num_classes, pretrained, given, recipe.model, cfg, table)
+    if size is not None and size.source == "data":
+        overrides.update(min_size=size.min_size, max_size=size.max_size)
     run_defaults = dataclasses.replace(defaults, **{k: v for k, v in {**recipe.model, **given}.items()
                                                     if k in names and k not in ANCHOR_FIELDS})
+    if size is not None:
+        run_defaults = dataclasses.replace(run_defaults, min_size=size.min_size, max_size=size.max_size)
     fixed = {k: v for k, v in {**recipe.model, **given}.items() if k in ANCHOR_FIELDS}
-    fit = fit_for_model("", run_defaults, train_ds.coco, given=fixed,
-                        paper=cfg.anchors == "paper" or cfg.recipe != "auto")
+    fit = fit_for_model("", run_defaults, train_ds.coco, given=fixed, table=table,
+                        paper=cfg.anchors == "paper" or cfg.recipe != "auto", balanced=cfg.anchors != "fit-boxes")
     if fit is not None:
         if cfg.recipe != "auto" and not any(k in given for k in ANCHOR_FIELDS):
             fit.source = f"recipe {cfg.recipe}"
@@ -69,13 +79,38 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     anchors_now = {k: overrides.get(k, getattr(run_defaults, k)) for k in ANCHOR_FIELDS if k in names}
     report = inspect_dataset(train_ds, dataclasses.replace(run_defaults, **anchors_now))
     if log is not None:
+        if size is not None:   # first: the summary below measures the boxes at this size
+            log(size.describe())
         log(report.describe(short=True))
         log(recipe.describe())
         if fit is not None:
             log(fit.describe())
-    record = {"recipe": recipe.to_dict(), "anchors": fit.to_dict() if fit is not None else None,
-              "data": report.summary()}
+    record = {"recipe": recipe.to_dict(), "input_size": size.to_dict() if size is not None else None,
+              "anchors": fit.to_dict() if fit is not None else None, "data": report.summary()}
     return RunPlan(cfg, overrides, record)
+
+
+def plan_input_size(builder, num_classes: int, pretrained: bool, given: dict[str, Any], recipe_model: dict[str, Any],
+                    cfg: TrainConfig, table) -> InputSizeChoice | None:
+    """The run's input size: given (``--min-size``/``--max-size``/``--set``; a missing one is the
+    model's default), the recipe's, the model's default (``cfg.input_size == "model"``), or chosen
+    from the data (:func:`fcis.engine.input_size.choose_input_size`; with ImageNet weights,
+    ``pretrained``, photos smaller than the model's input are upsampled to it, as in the paper).
+    None for a model without ``min_size``/``max_size``."""
+    bare = _default_config(builder, num_classes, pretrained, {})
+    if not (hasattr(bare, "min_size") and hasattr(bare, "max_size")):
+        return None
+    default = (int(bare.min_size), int(bare.max_size))
+    fixed = {k: v for k, v in {**recipe_model, **given}.items() if k in ("min_size", "max_size")}
+    if fixed:
+        mn, mx = int(fixed.get("min_size", default[0])), int(fixed.get("max_size", default[1]))
+        by_user = any(k in given for k in ("min_size", "max_size"))
+        source = "given" if by_user else f"recipe {cfg.recipe}"
+        return given_input_size(mn, mx, source, "--min-size/--max-size given" if by_user
+                                else f"the official experiment's ({cfg.recipe})", default, table)
+    if cfg.input_size == "model":
+        return given_input_size(*default, "model", "--input-size model", default, table)
+    return choose_input_size(table, *default, native_cap=not pretrained)
 
 
 def _default_config(builder, num_classes: int, pretrained: bool, given: dict[str, Any]):
@@ -104,5 +139,6 @@ def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:
     if cfg.unresolved():   # a checkpoint from before recipes: resolve the rest as a fresh run would
         cfg, _ = resolve_recipe(cfg, pretrained=bool(ckpt.get("model_config", {}).get("backbone_pretrained")),
                                 num_train_images=1)
-    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "anchors", "data", "init_from") if k in ckpt}
+    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "input_size", "anchors", "data", "init_from")
+                              if k in ckpt}
     return RunPlan(cfg, {}, record)
