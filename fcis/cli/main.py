@@ -99,7 +99,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
         mcfg: Any = BUILDERS[args.model](num_classes=max(1, data.num_classes), **sizes).config
     report = inspect_dataset(data, mcfg, check_images=True)
     print(report.describe())
-    fit = fit_for_model(args.model, mcfg, data.coco, given={})
+    fit = fit_for_model(args.model, mcfg, data, given={})
     if fit is not None:
         print("fitted " + fit.describe())
         fitted = inspect_dataset(data, dataclasses.replace(mcfg, **fit.fields))

@@ -32,11 +32,14 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from ..models.maskrcnn.config import MaskRCNNConfig
 
-__all__ = ["AnchorFit", "input_boxes", "resized_size", "anchor_coverage", "fit_anchors",
+__all__ = ["AnchorFit", "input_boxes", "box_sample", "resized_size", "anchor_coverage", "fit_anchors",
            "fit_window_sizes", "window_coverage", "POOR_COVERAGE", "fit_for_model"]
 
 #: Below this share of covered boxes the fit is reported as poor.
 POOR_COVERAGE = 0.6
+#: More boxes than this (COCO has 860k) are fitted and measured on a deterministic sample of this
+#: many: the coverage's standard error stays under 0.4 points, the fit under a few seconds.
+FIT_MAX_BOXES = 20000
 SIZE_DIVISIBLE = 32   # GeneralizedRCNNTransform pads the batch to a multiple of this
 RPN_STRIDE = 16       # FCIS's RPN runs on conv4 (stride 16 with or without the dilated conv5)
 
@@ -78,11 +81,45 @@ def resized_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int
     return int(math.floor(h * scale)), int(math.floor(w * scale))
 
 
-def input_boxes(coco, min_size: int | None, max_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Non-crowd boxes of a pycocotools ``COCO`` at the input scale (None: as stored).
+def input_boxes(data, min_size: int | None, max_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Non-crowd boxes at the input scale (None: as stored) of ``data``: a
+    :class:`fcis.data.CocoInstances` (read from its flat index, vectorised) or a pycocotools
+    ``COCO``. Boxes come image by image in file order, each image's in file order.
 
     Returns ``boxes`` float64[N, 4] xyxy in input pixels and ``padded`` int64[N, 2], the padded
     (height, width) of each box's image (a multiple of 32)."""
+    index = getattr(data, "index", None)
+    if index is None:
+        boxes, padded = _coco_input_boxes(data, min_size, max_size)
+    else:
+        rows = index.image_ann_order
+        rows = rows[~index.ann_crowd[rows]]
+        img = index.ann_image[rows]
+        h, w = index.heights.astype(np.float64)[img], index.widths.astype(np.float64)[img]
+        if min_size and max_size:   # resized_size, vectorised (the same float64 operations)
+            scale = np.minimum(min_size / np.minimum(h, w), max_size / np.maximum(h, w))
+            nh, nw = np.floor(h * scale), np.floor(w * scale)
+        else:
+            nh, nw = h, w
+        x, y, bw, bh = index.ann_bbox[rows].T
+        x1, y1, x2, y2 = np.maximum(x, 0.0), np.maximum(y, 0.0), np.minimum(x + bw, w), np.minimum(y + bh, h)
+        ok = (x2 > x1) & (y2 > y1)
+        boxes = np.stack([x1 * nw / w, y1 * nh / h, x2 * nw / w, y2 * nh / h], 1)[ok]
+        padded = (np.stack([np.ceil(nh / SIZE_DIVISIBLE), np.ceil(nw / SIZE_DIVISIBLE)], 1)[ok]
+                  * SIZE_DIVISIBLE).astype(np.int64)
+    return boxes, padded
+
+
+def box_sample(total: int, limit: int = FIT_MAX_BOXES) -> np.ndarray | None:
+    """Sorted indices of a deterministic sample of ``limit`` of ``total`` boxes (the same for the
+    same counts), or None when ``total <= limit`` (use them all)."""
+    if total <= limit:
+        return None
+    return np.sort(np.random.default_rng(0).choice(total, limit, replace=False))
+
+
+def _coco_input_boxes(coco, min_size: int | None, max_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`input_boxes` of a pycocotools ``COCO``."""
     boxes, padded = [], []
     for img_id, img in coco.imgs.items():
         h, w = int(img["height"]), int(img["width"])
@@ -229,11 +266,24 @@ def fit_window_sizes(boxes: np.ndarray, object_fill: float, max_count: int) -> t
 def fit_for_model(model_name: str, defaults: Any, coco, *, given: dict[str, Any], paper: bool = False
                   ) -> AnchorFit | None:
     """Fit the anchors of ``model_name`` (its default config ``defaults``, any object with the
-    fields) to the boxes of ``coco`` at ``defaults.min_size/max_size``. ``given`` holds the
-    user's overrides (they are kept); ``paper=True`` keeps the defaults and only measures them.
-    Returns the fields to set on the model (in ``.fields``) with the coverage, or None for a
-    model without anchors."""
+    fields) to the boxes of ``coco`` (a :class:`fcis.data.CocoInstances` or a pycocotools COCO)
+    at ``defaults.min_size/max_size``. ``given`` holds the user's overrides (they are kept);
+    ``paper=True`` keeps the defaults and only measures them. Returns the fields to set on the
+    model (in ``.fields``) with the coverage, or None for a model without anchors. A file of more
+    than :data:`FIT_MAX_BOXES` boxes is fitted and measured on a deterministic sample of them."""
     boxes, padded = input_boxes(coco, defaults.min_size, defaults.max_size)
+    total, keep = len(boxes), box_sample(len(boxes))
+    if keep is not None:
+        boxes, padded = boxes[keep], padded[keep]
+    fit = _fit_boxes(boxes, padded, defaults, given=given, paper=paper)
+    if fit is not None and keep is not None:
+        fit.notes.append(f"fitted and measured on a deterministic sample of {len(boxes)} of the {total} boxes")
+    return fit
+
+
+def _fit_boxes(boxes: np.ndarray, padded: np.ndarray, defaults: Any, *, given: dict[str, Any], paper: bool
+               ) -> AnchorFit | None:
+    """:func:`fit_for_model` on the boxes given."""
     if hasattr(defaults, "window_sizes"):          # InstanceFCN
         default_cov = window_coverage(boxes, defaults.window_sizes, defaults.object_fill)
         if "window_sizes" in given or paper or len(boxes) == 0:

@@ -50,7 +50,7 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     run_defaults = dataclasses.replace(defaults, **{k: v for k, v in {**recipe.model, **given}.items()
                                                     if k in names and k not in ANCHOR_FIELDS})
     fixed = {k: v for k, v in {**recipe.model, **given}.items() if k in ANCHOR_FIELDS}
-    fit = fit_for_model("", run_defaults, train_ds.coco, given=fixed,
+    fit = fit_for_model("", run_defaults, train_ds, given=fixed,
                         paper=cfg.anchors == "paper" or cfg.recipe != "auto")
     if fit is not None:
         if cfg.recipe != "auto" and not any(k in given for k in ANCHOR_FIELDS):

@@ -163,6 +163,7 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
         model = _build_model(BUILDERS, model_name, train_ds, train_json, cfg, model_overrides, weights_backbone)
     model.to(device).train()
     mcfg: Any = model.config
+    train_ds.input_size = (mcfg.min_size, mcfg.max_size)   # images and masks made at the input size
     train_ds.transforms = build_transforms(True, min_size=mcfg.min_size, max_size=mcfg.max_size,
                                            hflip_prob=cfg.hflip_prob)
     if val_ds is not None:
@@ -227,7 +228,7 @@ def _check_datasets(train_ds, val_ds, train_json, val_json, ckpt: dict | None, l
 
     if len(train_ds) == 0:
         raise DataError(f"{train_json}: no images to train on")
-    if not any(not a.get("iscrowd", 0) for a in train_ds.coco.anns.values()):
+    if not (~train_ds.index.ann_crowd).any():
         dropped = sum(1 for _, reason in train_ds.bad_samples if reason.startswith("annotation "))
         raise DataError(f"{train_json}: no object annotations to train on ({len(train_ds)} images, "
                         + (f"all {dropped} annotations dropped as bad" if dropped else "no non-crowd annotations")
