@@ -32,7 +32,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig
-from .data import TrainStream
+from .data import TrainStream, aspect_groups
 from .errors import CheckpointError, TrainingError
 from .resume import apply_schedule, check_resumable, restore_rng, seed_everything, seed_rank
 from .run_log import RunLog
@@ -209,8 +209,10 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
     dist_utils.barrier()
 
     log = _open_output(output_dir, record, start_iter, fresh=ckpt is None) if main else None
+    groups = aspect_groups(train_ds.index.heights, train_ds.index.widths) if cfg.group_aspect else None
     stream = TrainStream(train_ds, cfg.batch_size, cfg.seed, workers=cfg.workers, collate_fn=collate,
-                         state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world)
+                         state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world,
+                         groups=groups)
     assert cfg.iterations is not None  # resolved by the run plan
     bar = tqdm(total=cfg.iterations, initial=start_iter, desc="train", unit="it", dynamic_ncols=True,
                disable=not (progress and main))
