@@ -44,6 +44,7 @@ __all__ = ["CocoIndex", "IndexBuild", "build_index"]
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+_loads = json.loads
 _NUMBER = {int, float}
 _CHUNK_CHARS = 1 << 22   # characters of an array parsed at a time (about 9000 COCO annotations)
 _FED = object()          # the value of a top-level key whose array was fed in chunks
@@ -201,7 +202,7 @@ def _walk_array(text: str, i: int, feed: Callable[[list, tuple[int, int]], None]
         m = _BETWEEN.search(text, i + _CHUNK_CHARS)
         if m is not None:
             try:
-                chunk = json.loads("[" + text[i:m.start() + 1] + "]")
+                chunk = _loads("[" + text[i:m.start() + 1] + "]")
             except json.JSONDecodeError:
                 chunk = None
             if chunk is not None:
