@@ -53,7 +53,7 @@ def _zoo(seed=0, n_images=12, n_anns=400):
         h, w = img["height"], img["width"]
         kind = int(rng.integers(0, 30))
 
-        def poly(n=None, lo=0.0, hi=1.0):
+        def poly(n=None, lo=0.0, hi=1.0, h=h, w=w):
             n = n or int(rng.integers(3, 9))
             return [round(float(v), 2) for v in np.stack([rng.uniform(lo * w, hi * w, n),
                                                           rng.uniform(lo * h, hi * h, n)], 1).ravel()]
@@ -290,7 +290,7 @@ def test_lazy_coco_refuses_a_file_changed_since(tmp_path):
     data["annotations"] = data["annotations"][5:]
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match="changed after the dataset was built"):
-        ds.coco
+        _ = ds.coco
 
 
 def test_targets_equal_pycocotools_masks_at_the_photo_size(tmp_path):

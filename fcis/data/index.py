@@ -25,7 +25,6 @@ decides and cleans it exactly as before.
 
 from __future__ import annotations
 
-import bisect
 import gc
 import json
 import os
@@ -43,7 +42,7 @@ from .errors import data_error
 __all__ = ["CocoIndex", "IndexBuild", "build_index"]
 
 _WS = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
+_SCAN = json.JSONDecoder().scan_once   # type: ignore[attr-defined]  # the C scanner: (text, i) -> (value, end)
 _loads = json.loads
 _NUMBER = {int, float}
 _CHUNK_CHARS = 1 << 22   # characters of an array parsed at a time (about 9000 COCO annotations)
@@ -132,6 +131,12 @@ class IndexBuild:
 
 # --- the parse ----------------------------------------------------------------------------------
 
+def _skip(text: str, i: int) -> int:
+    """The position after the blanks at ``i``."""
+    m = _WS.match(text, i)
+    return m.end() if m is not None else i
+
+
 class _Malformed(Exception):
     """The streaming walk met something it does not handle; the whole-file parse decides."""
 
@@ -143,13 +148,13 @@ def _walk(text: str, feeds: dict[str, Any]) -> dict[str, Any]:
     ``feeds[key].close()`` is called; other values are returned (a fed key maps to :data:`_FED`).
     Raises :class:`_Malformed` on anything unexpected (invalid JSON, a top level that is no
     object, a repeated key): the caller then parses the file whole."""
-    scan, ws = _DECODER.scan_once, _WS.match
+    scan, ws = _SCAN, _skip
     out: dict[str, Any] = {}
     try:
-        i = ws(text, 0).end()
+        i = ws(text, 0)
         if not text.startswith("{", i):
             raise _Malformed
-        i = ws(text, i + 1).end()
+        i = ws(text, i + 1)
         if text.startswith("}", i):
             i += 1
         else:
@@ -159,27 +164,27 @@ def _walk(text: str, feeds: dict[str, Any]) -> dict[str, Any]:
                 key, i = scan(text, i)
                 if key in out:
                     raise _Malformed
-                i = ws(text, i).end()
+                i = ws(text, i)
                 if not text.startswith(":", i):
                     raise _Malformed
-                i = ws(text, i + 1).end()
+                i = ws(text, i + 1)
                 feed = feeds.get(key)
                 if feed is not None and text.startswith("[", i):
-                    i = _walk_array(text, ws(text, i + 1).end(), feed)
+                    i = _walk_array(text, ws(text, i + 1), feed)
                     feed.close()
                     out[key] = _FED
                 else:
                     out[key], i = scan(text, i)
-                i = ws(text, i).end()
+                i = ws(text, i)
                 c = text[i:i + 1]
                 if c == ",":
-                    i = ws(text, i + 1).end()
+                    i = ws(text, i + 1)
                 elif c == "}":
                     i += 1
                     break
                 else:
                     raise _Malformed
-        if ws(text, i).end() != len(text):
+        if ws(text, i) != len(text):
             raise _Malformed
     except (StopIteration, json.JSONDecodeError, RecursionError):   # the C scanner's failures
         raise _Malformed from None
@@ -195,7 +200,7 @@ def _walk_array(text: str, i: int, feed: Callable[[list, tuple[int, int]], None]
     the text would be left unterminated or unbalanced, after the array's end it would hold a
     ``]``), and then gives exactly those elements. Where it fails, and for the array's last
     chunk, the elements are read one by one with the C scanner."""
-    scan, ws = _DECODER.scan_once, _WS.match
+    scan, ws = _SCAN, _skip
     if text.startswith("]", i):
         return i + 1
     while True:
@@ -213,14 +218,14 @@ def _walk_array(text: str, i: int, feed: Callable[[list, tuple[int, int]], None]
         while True:
             value, end = scan(text, i)
             chunk.append(value)
-            i = ws(text, end).end()
+            i = ws(text, end)
             c = text[i:i + 1]
             if c == "]":
                 feed(chunk, (start, end))
                 return i + 1
             if c != ",":
                 raise _Malformed
-            i = ws(text, i + 1).end()
+            i = ws(text, i + 1)
             if i >= stop:
                 feed(chunk, (start, end))
                 break
@@ -355,6 +360,12 @@ class _Annotations:
         areas, counts, part_len = self.area, self.part_count, self.part_len
         number = _NUMBER
         k = first
+        aid: Any
+        iid: Any
+        cid: Any
+        area: Any
+        seg: Any
+        box: Any
         for ann in chunk:
             fast = False
             if type(ann) is not dict or type(ann.get("id")) is not int:
