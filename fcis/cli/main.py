@@ -102,7 +102,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     data = CocoInstances(args.data, args.image_root)
     num_classes = max(1, data.num_classes)
     sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
-    table = box_table(data.coco)
+    table = box_table(data)
     # the input size as `fcis train` would choose it (given sizes win)
     size = plan_input_size(BUILDERS[args.model], num_classes, False, sizes, {},
                            TrainConfig(input_size=args.input_size), table)
@@ -111,7 +111,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
         print(size.describe())
     with torch.device("meta"):
         mcfg: Any = BUILDERS[args.model](num_classes=num_classes, **sizes).config
-    fit = fit_for_model(args.model, mcfg, data.coco, given={}, table=table, paper=args.anchors == "paper",
+    fit = fit_for_model(args.model, mcfg, data, given={}, table=table, paper=args.anchors == "paper",
                         balanced=args.anchors != "fit-boxes")
     # the summary with the anchors `fcis train` would use (the model's own with --anchors paper)
     report = inspect_dataset(data, dataclasses.replace(mcfg, **fit.fields) if fit is not None else mcfg,

@@ -105,6 +105,19 @@ def polygon_meets_image(coords: list[float], h: int, w: int) -> bool:
     return bool(p[:, 0].min() < w and p[:, 0].max() > 0 and p[:, 1].min() < h and p[:, 1].max() > 0)
 
 
+def _valid_counts(counts: list, total: int) -> bool:
+    """Whether uncompressed RLE ``counts`` are non-negative integers summing to ``total``
+    (crowd regions hold thousands of them: checked in bulk when they are plain ints)."""
+    if counts and len(counts) < 1 << 20 and set(map(type, counts)) <= {int}:
+        try:
+            values = np.array(counts, dtype=np.int64)
+        except OverflowError:
+            values = None
+        if values is not None and int(values.max()) < 1 << 42:   # the int64 sum cannot overflow
+            return bool((values >= 0).all()) and int(values.sum()) == total
+    return all(_is_int(c) and c >= 0 for c in counts) and sum(counts) == total
+
+
 def _segmentation_rle(seg: Any, h: int, w: int) -> tuple[Any, Any, str | None]:
     """(cleaned segmentation, lazily usable RLE or None, problem or None)."""
     if isinstance(seg, list):
@@ -129,7 +142,7 @@ def _segmentation_rle(seg: Any, h: int, w: int) -> tuple[Any, Any, str | None]:
             return None, None, f"RLE size {seg['size']} does not match image size [{h}, {w}]"
         counts = seg["counts"]
         if isinstance(counts, list):
-            if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != h * w:
+            if not _valid_counts(counts, h * w):
                 return None, None, f"uncompressed RLE counts must be non-negative and sum to {h * w}"
             rle = mask_utils.frPyObjects(seg, h, w)
         elif isinstance(counts, (str, bytes)):

@@ -113,6 +113,9 @@ class TrainConfig:
     find_unused_parameters: bool = _field(False, "distributed: DDP's find_unused_parameters (for models where "
                                           "some parameters get no gradient in a step; not needed by the "
                                           "models here)")
+    # Aspect-ratio grouped batches (issue 23; fcis.engine.data.aspect_groups)
+    group_aspect: bool = _field(True, "with --batch-size > 1: the images of each batch from one aspect-ratio "
+                                "group (landscape with landscape...), so less padding")
 
     def __post_init__(self) -> None:
         if self.lr_steps is not None:

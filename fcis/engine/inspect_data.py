@@ -4,9 +4,10 @@ PNG of its box sizes and classes (drawn with Pillow, a dependency already; no ma
 :func:`inspect_dataset` counts images, instances per image and per class, images without
 objects, measures the boxes at the model's input scale (the resize of ``min_size``/``max_size``)
 and their coverage by the model's anchors (see :mod:`fcis.engine.anchor_fit`) -- as a share of
-the boxes, as a mean over classes (each class the same, as in COCO AP) and per class -- and lists the
+the boxes, as a mean over classes (each class the same, as in COCO AP) and per class; measured on the
+anchor fit's deterministic sample in a file of more boxes than ``FIT_MAX_BOXES`` -- and lists the
 problems the data loader found (bad annotations dropped; with ``check_images`` also missing,
-unreadable or wrongly sized images).
+unreadable or wrongly sized images). It reads the dataset's flat index (no annotation objects).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .anchor_fit import Coverage, covered, input_boxes
+from .anchor_fit import Coverage, box_sample, category_names, covered, input_boxes
 
 __all__ = ["DataReport", "inspect_dataset", "draw_report"]
 
@@ -118,28 +119,26 @@ class DataReport:
 def inspect_dataset(dataset, model_config, *, check_images: bool = False) -> DataReport:
     """Summarise ``dataset`` (a :class:`fcis.data.CocoInstances`) for a model with
     ``model_config`` (its ``min_size``, ``max_size`` and anchor fields are used)."""
-    coco = dataset.coco
+    index = dataset.index   # the flat index: counted in bulk, no annotation objects
     min_size, max_size = getattr(model_config, "min_size", None), getattr(model_config, "max_size", None)
-    boxes, padded, labels = input_boxes(coco, min_size, max_size)
+    boxes, padded, labels = input_boxes(dataset, min_size, max_size)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    label_names = {cid: dataset.class_names[lab - 1] for cid, lab in dataset.cat_id_to_label.items()}
-    per_class = {name: 0 for name in dataset.class_names}
-    per_image, crowd = [], 0
-    for img_id in dataset.image_ids:
-        anns = coco.imgToAnns.get(img_id, [])
-        crowd += sum(1 for a in anns if a.get("iscrowd", 0))
-        anns = [a for a in anns if not a.get("iscrowd", 0)]
-        per_image.append(len(anns))
-        for a in anns:
-            per_class[label_names[a["category_id"]]] += 1
-    per_image_arr = np.asarray(per_image, dtype=np.int64)
+    label_names = category_names(dataset)
+    objects = ~index.ann_crowd
+    crowd = int(index.ann_crowd.sum())
+    per_image_arr = np.bincount(index.ann_image[objects], minlength=index.num_images).astype(np.int64)
+    class_counts = np.bincount(dataset.ann_labels[objects], minlength=dataset.num_classes + 1)[1:]
+    per_class = {name: int(n) for name, n in zip(dataset.class_names, class_counts)}
     anchors: dict[str, Any] = {}
     if hasattr(model_config, "window_sizes"):
         anchors = {"window_sizes": tuple(model_config.window_sizes)}
     elif hasattr(model_config, "anchor_sizes"):
         anchors = {"anchor_sizes": tuple(model_config.anchor_sizes), "aspect_ratios": tuple(model_config.aspect_ratios)}
-    ok = covered(model_config, boxes, padded)
-    cov = Coverage.of(ok, labels, label_names) if ok is not None else None
+    keep = box_sample(len(boxes))   # coverage: on the anchor fit's sample of a big file
+    cov_boxes, cov_padded, cov_labels = (boxes, padded, labels) if keep is None else (boxes[keep], padded[keep],
+                                                                                      labels[keep])
+    ok = covered(model_config, cov_boxes, cov_padded)
+    cov = Coverage.of(ok, cov_labels, label_names) if ok is not None else None
     sizes = np.sqrt(w * h)
     class_table: dict[str, dict[str, Any]] = {}
     for cid, name in label_names.items():
@@ -164,8 +163,8 @@ def _image_problems(dataset) -> list[str]:
     from PIL import Image, UnidentifiedImageError
 
     out = []
-    for i, img_id in enumerate(dataset.image_ids):
-        info, path = dataset.coco.imgs[img_id], dataset.image_path(i)
+    for i in range(len(dataset.image_ids)):
+        (height, width), path = dataset.image_size(i), dataset.image_path(i)
         try:
             with Image.open(path) as im:
                 size = im.size
@@ -175,9 +174,9 @@ def _image_problems(dataset) -> list[str]:
         except (UnidentifiedImageError, OSError) as e:
             out.append(f"{path}: unreadable image ({e})")
             continue
-        if size != (info["width"], info["height"]):
+        if size != (width, height):
             out.append(f"{path}: image size {size[0]}x{size[1]} does not match the annotation file "
-                       f"({info['width']}x{info['height']})")
+                       f"({width}x{height})")
     return out
 
 

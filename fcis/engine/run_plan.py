@@ -56,7 +56,7 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     cfg, recipe = resolve_recipe(cfg, pretrained=pretrained, num_train_images=len(train_ds),
                                  world_size=world_size, model_fields=names, given_model=given)
     overrides = {**recipe.model, **inherited, **model_overrides}
-    table = box_table(train_ds.coco)
+    table = box_table(train_ds)
     size = plan_input_size(builder, train_ds.num_classes, pretrained, given, recipe.model, cfg, table)
     if size is not None and size.source == "data":
         overrides.update(min_size=size.min_size, max_size=size.max_size)
@@ -65,7 +65,7 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     if size is not None:
         run_defaults = dataclasses.replace(run_defaults, min_size=size.min_size, max_size=size.max_size)
     fixed = {k: v for k, v in {**recipe.model, **given}.items() if k in ANCHOR_FIELDS}
-    fit = fit_for_model("", run_defaults, train_ds.coco, given=fixed, table=table,
+    fit = fit_for_model("", run_defaults, train_ds, given=fixed, table=table,
                         paper=cfg.anchors == "paper" or cfg.recipe != "auto", balanced=cfg.anchors != "fit-boxes")
     if fit is not None:
         if cfg.recipe != "auto" and not any(k in given for k in ANCHOR_FIELDS):

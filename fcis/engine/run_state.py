@@ -32,7 +32,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig
-from .data import TrainStream
+from .data import TrainStream, aspect_groups
 from .errors import CheckpointError, TrainingError
 from .resume import apply_schedule, check_resumable, restore_rng, seed_everything, seed_rank
 from .run_log import RunLog
@@ -179,6 +179,7 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
         init = None
     model.to(device).train()
     mcfg: Any = model.config
+    train_ds.input_size = (mcfg.min_size, mcfg.max_size)   # images and masks made at the input size
     train_ds.transforms = build_transforms(True, min_size=mcfg.min_size, max_size=mcfg.max_size,
                                            hflip_prob=cfg.hflip_prob)
     if val_ds is not None:
@@ -224,8 +225,10 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
     dist_utils.barrier()
 
     log = _open_output(output_dir, record, start_iter, fresh=ckpt is None) if main else None
+    groups = aspect_groups(train_ds.index.heights, train_ds.index.widths) if cfg.group_aspect else None
     stream = TrainStream(train_ds, cfg.batch_size, cfg.seed, workers=cfg.workers, collate_fn=collate,
-                         state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world)
+                         state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world,
+                         groups=groups)
     assert cfg.iterations is not None  # resolved by the run plan
     bar = tqdm(total=cfg.iterations, initial=start_iter, desc="train", unit="it", dynamic_ncols=True,
                disable=not (progress and main))
@@ -243,7 +246,7 @@ def _check_datasets(train_ds, val_ds, train_json, val_json, ckpt: dict | None, l
 
     if len(train_ds) == 0:
         raise DataError(f"{train_json}: no images to train on")
-    if not any(not a.get("iscrowd", 0) for a in train_ds.coco.anns.values()):
+    if not (~train_ds.index.ann_crowd).any():
         dropped = sum(1 for _, reason in train_ds.bad_samples if reason.startswith("annotation "))
         raise DataError(f"{train_json}: no object annotations to train on ({len(train_ds)} images, "
                         + (f"all {dropped} annotations dropped as bad" if dropped else "no non-crowd annotations")
