@@ -97,8 +97,8 @@ class TrainConfig:
         None, "scale jitter: the content of each training image scaled by a random factor in LOW HIGH "
         "(0.1 <= LOW <= HIGH <= 2), cropped or padded back to the input size; 1 1: off (default: the recipe's)",
         metavar="SCALE")
-    photometric: bool | None = _field(None, "colour jitter of the training images: brightness, contrast, "
-                                      "saturation x0.8-1.2, hue +-0.02 (default: the recipe's)")
+    photometric: bool | None = _field(None, "colour jitter of the training images: brightness, contrast and "
+                                      "saturation x0.8-1.2 (default: the recipe's)")
     copy_paste: float | None = _field(None, "probability of pasting a random subset of another training "
                                       "image's instances onto an image (Ghiasi et al. 2021); 0: off "
                                       "(default: the recipe's)")
