@@ -101,7 +101,7 @@ class TrainConfig:
                                       "saturation x0.8-1.2 (default: the recipe's)")
     copy_paste: float | None = _field(None, "probability of pasting a random subset of another training "
                                       "image's instances onto an image (Ghiasi et al. 2021); 0: off "
-                                      "(default: the recipe's)")
+                                      "(default: the recipe's)", metavar="P")
     # Input size: None keeps the model's own default; set, it goes to the model and transforms.
     min_size: int | None = _field(None, "short side of the network input (default: the model's)")
     max_size: int | None = _field(None, "long side limit of the network input (default: the model's)")
