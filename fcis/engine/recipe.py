@@ -44,8 +44,9 @@ ADAMW_LR = 1e-3
 #: The augmentation of the random-init recipe (issue 22): copy-paste on half of the images (Ghiasi
 #: et al. 2021: most useful with little data) besides the flip. Measured on PennFudanPed, 300
 #: iterations of 2 images from random weights (benchmarks/AUGMENT.md): mask AP 27.7 flip only,
-#: 29.5 with copy-paste, 20.3 with scale jitter 0.5-1.5 + colour jitter + copy-paste: so scale and
-#: colour jitter stay off (``--scale-jitter``, ``--photometric`` turn them on). With ImageNet
+#: 29.5 with copy-paste, 16.7 with scale jitter 0.5-1.5, 20.3 with scale jitter + colour jitter +
+#: copy-paste: so scale and colour jitter stay off (``--scale-jitter``, ``--photometric`` turn them
+#: on). With ImageNet
 #: weights and in the paper-* recipes: flip only (``AUGMENTATION_OFF``), as the paper.
 SCRATCH_AUGMENTATION = {"scale_jitter": (1.0, 1.0), "photometric": False, "copy_paste": 0.5}
 
