@@ -12,6 +12,9 @@ two runs of ``fcis train`` from random weights, through the CLI exactly as a use
   per image (lr 1e-3 at 2 images), momentum 0.9, weight decay 5e-4, a 500-iteration warm-up from
   lr/10, steps x0.1 at 67% and 89%, the paper's anchors 64-512 x (0.5, 1, 2), the plain mean
   class loss. (The model itself is today's in both runs: issue 12's faithful changes apply to both.)
+- ``--variants`` also takes the augmentation ablation of issue 22 (``VARIANTS``, every lever
+  spelled out): ``flip_only`` (the levers off), ``scale_jitter_only``, ``photometric_only``,
+  ``copy_paste_only``, ``all_augmentation``.
 
 Each checkpoint is scored with ``fcis evaluate --proposal-recall`` on the held-out images (COCO AP
 and VOC mAP^r). Writes ``OUT/real_photos.json`` and prints a Markdown table. Runs are sequential
@@ -36,6 +39,24 @@ from .common import FULL
 OLD_DEFAULTS = ["--optimizer", "sgd", "--lr", "0.001", "--weight-decay", "0.0005", "--warmup-iters", "500",
                 "--warmup-factor", "0.1", "--lr-steps", "0.67", "0.89", "--anchors", "paper",
                 "--set", "cls_loss_balance=False"]
+
+#: The augmentation levers of issue 22 as ``fcis train`` flags (added to the bare command): each
+#: ablation row is the bare command with one set of them.
+#: Every lever is spelled out, so that a row does not change with the recipe's defaults.
+NO_AUGMENTATION = ["--scale-jitter", "1", "1", "--no-photometric", "--copy-paste", "0"]
+VARIANTS = {
+    "bare": [],
+    "old_defaults": OLD_DEFAULTS,
+    "flip_only": NO_AUGMENTATION,
+    "scale_jitter_only": ["--scale-jitter", "0.5", "1.5", "--no-photometric", "--copy-paste", "0"],
+    "photometric_only": ["--scale-jitter", "1", "1", "--photometric", "--copy-paste", "0"],
+    "copy_paste_only": ["--scale-jitter", "1", "1", "--no-photometric", "--copy-paste", "0.5"],
+    "all_augmentation": ["--scale-jitter", "0.5", "1.5", "--photometric", "--copy-paste", "0.5"],
+}
+LABELS = {"bare": "bare command", "old_defaults": "old defaults", "flip_only": "flip only (no issue-22 augmentation)",
+          "scale_jitter_only": "flip + scale jitter 0.5-1.5", "photometric_only": "flip + colour jitter",
+          "copy_paste_only": "flip + copy-paste 0.5",
+          "all_augmentation": "flip + scale jitter 0.5-1.5 + colour jitter + copy-paste 0.5"}
 
 #: Input size per dataset (the benchmarks' PennFudanPed size; balloon's photos are larger).
 SIZES = {"pennfudan": (320, 512), "balloon": (384, 640)}
@@ -77,8 +98,7 @@ def run_one(name: str, variant: str, train: Path, val: Path, out: Path, args: ar
     cmd = ["train", "--model", args.model, "--train", str(train), "--output", str(run_dir),
            "--iterations", str(args.iterations), "--batch-size", "2", "--min-size", str(min_size),
            "--max-size", str(max_size), "--device", "cpu", "--overwrite", "--no-progress"]
-    if variant == "old_defaults":
-        cmd += OLD_DEFAULTS
+    cmd += VARIANTS[variant]
     print(f"[{name}/{variant}] fcis {' '.join(cmd)}", flush=True)
     train_s = fcis(*cmd, log=out / f"{name}_{variant}_train.log")
     eval_dir = run_dir / "eval"
@@ -141,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=None, help="folder holding PennFudanPed/ and balloon/ "
                    "(default: $FCIS_SHARED_DATA or ../shared/data)")
     p.add_argument("--datasets", nargs="+", default=["pennfudan", "balloon"], choices=sorted(SIZES))
-    p.add_argument("--variants", nargs="+", default=["bare", "old_defaults"], choices=["bare", "old_defaults"])
+    p.add_argument("--variants", nargs="+", default=["bare", "old_defaults"], choices=list(VARIANTS))
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--model", default="fcis_resnet18")
     args = p.parse_args(argv)
@@ -174,7 +194,7 @@ def table(section: dict[str, Any]) -> str:
             m = rec["metrics"]
             cells = [_metric(m, "segm", "AP"), _metric(m, "bbox", "AP"), _metric(m, "voc", "mAP@0.5"),
                      _metric(m, "voc", "mAP@0.7")]
-            label = "bare command" if variant == "bare" else "old defaults"
+            label = LABELS.get(variant, variant)
             rows.append(f"| {name} | {label} | {iterations.get(name, '?')} | "
                         + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells)
                         + f" | {rec['train_s']:.0f} s |")

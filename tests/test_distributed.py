@@ -78,13 +78,15 @@ def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 def _dist_cmd(data: dict[str, Path], out: Path, iterations: int, *extra: str) -> list[str]:
     return ["--model", "fcis_resnet18", "--train", str(data["twins"]), "--output", str(out),
             "--iterations", str(iterations), "--batch-size", "1", "--hflip-prob", "0", "--warmup-iters", "0", "--optimizer", "sgd",
-            "--log-every", "1", "--checkpoint-every", "100", *INPUT, *_set_args(DETERMINISTIC), *extra]
+            "--log-every", "1", "--checkpoint-every", "100", "--scale-jitter", "1", "1", "--no-photometric",
+            "--copy-paste", "0", *INPUT, *_set_args(DETERMINISTIC), *extra]
 
 
 def _single(data: dict[str, Path], out: Path, iterations: int) -> dict:
     """The single-process reference: the same global batch (batch_size 2) in this process."""
     cfg = TrainConfig(iterations=iterations, batch_size=2, min_size=64, max_size=80, workers=0, device="cpu",
-                      hflip_prob=0.0, warmup_iters=0, log_every=1, checkpoint_every=100, optimizer="sgd")
+                      hflip_prob=0.0, warmup_iters=0, log_every=1, checkpoint_every=100, optimizer="sgd",
+                      scale_jitter=(1.0, 1.0), photometric=False, copy_paste=0.0)
     train("fcis_resnet18", data["twins"], None, out, cfg, model_overrides=DETERMINISTIC, progress=False)
     return load_checkpoint(out / "last.pt")
 
@@ -144,7 +146,8 @@ def test_one_distributed_step_equals_one_single_process_step(data, one_step, tmp
       image of a joint batch cannot equal the draws of a second process. With
       ``anchor_sizes=(16, 32)`` a 64x96 input has 144 anchors, fewer than the 256 sampled per
       image, so every labelled anchor is taken whatever the permutation; OHEM over all RoIs is
-      deterministic. ``hflip_prob=0``: no augmentation.
+      deterministic. ``hflip_prob=0`` and the random-init recipe's augmentation off (scale jitter,
+      colour jitter, copy-paste): no augmentation.
 
     Both runs use SGD (the recipe's AdamW would magnify float noise in near-zero gradients) at
     its default learning rate, 5e-4 x images per step (2 in each), so this also checks the

@@ -11,6 +11,10 @@ from ..config_io import dataclass_from_dict
 #: Learning rate per image of a step (the paper: 5e-4). The default ``lr`` of a run is this times
 #: the number of images per step (``batch_size`` x processes), i.e. the linear scaling rule.
 BASE_LR_PER_IMAGE = 5e-4
+#: The augmentation fields the recipe fills in (issue 22), with the values that turn each off
+#: (what a run before them did: flip only).
+AUGMENTATION_FIELDS = ("scale_jitter", "photometric", "copy_paste")
+AUGMENTATION_OFF = {"scale_jitter": (1.0, 1.0), "photometric": False, "copy_paste": 0.0}
 
 
 def _field(default: Any, help: str, **flag: Any) -> Any:
@@ -24,9 +28,10 @@ def _field(default: Any, help: str, **flag: Any) -> Any:
 class TrainConfig:
     """Hyper-parameters of :func:`fcis.engine.train`.
 
-    Fields left ``None`` (``iterations``, ``optimizer``, ``lr``, ``weight_decay``, the warm-up and
-    ``lr_steps``) are filled in by :func:`fcis.engine.recipe.resolve_recipe` when training starts
-    (``recipe``: "auto", "paper-coco" or "paper-voc"); given values always win.
+    Fields left ``None`` (``iterations``, ``optimizer``, ``lr``, ``weight_decay``, the warm-up,
+    ``lr_steps`` and the augmentation: ``scale_jitter``, ``photometric``, ``copy_paste``) are filled
+    in by :func:`fcis.engine.recipe.resolve_recipe` when training starts (``recipe``: "auto",
+    "paper-coco" or "paper-voc"); given values always win.
 
     Learning-rate rule for SGD: ``lr=None`` means ``BASE_LR_PER_IMAGE * images_per_step`` (5e-4 per
     image, scaled linearly with the images of one optimizer step; see :meth:`resolved_lr`).
@@ -96,6 +101,17 @@ class TrainConfig:
     on_bad_sample: str = _field("skip", "skip unreadable images (named in summary.json), or raise",
                                 choices=("skip", "raise"))
     hflip_prob: float = _field(0.5, "probability of the horizontal flip augmentation")
+    # Augmentation for few images (issue 22; fcis/data/transforms.py, fcis/data/copy_paste.py). None:
+    # the recipe's (random weights: copy-paste 0.5; ImageNet weights and the paper-* recipes: flip only).
+    scale_jitter: tuple[float, ...] | None = _field(
+        None, "scale jitter: the content of each training image scaled by a random factor in LOW HIGH "
+        "(0.1 <= LOW <= HIGH <= 2), cropped or padded back to the input size; 1 1: off (default: the recipe's)",
+        metavar="SCALE")
+    photometric: bool | None = _field(None, "colour jitter of the training images: brightness, contrast and "
+                                      "saturation x0.8-1.2 (default: the recipe's)")
+    copy_paste: float | None = _field(None, "probability of pasting a random subset of another training "
+                                      "image's instances onto an image (Ghiasi et al. 2021); 0: off "
+                                      "(default: the recipe's)", metavar="P")
     # Input size: None keeps the model's own default; set, it goes to the model and transforms.
     min_size: int | None = _field(None, "short side of the network input (default: chosen from the data, "
                                   "see --input-size)")
@@ -153,11 +169,27 @@ class TrainConfig:
             problems.append(f"amp_dtype must be 'bf16' or 'fp16', got {self.amp_dtype!r}")
         if not 0 <= self.hflip_prob <= 1:
             problems.append(f"hflip_prob must be in [0, 1], got {self.hflip_prob}")
+        problems += self._augmentation_problems()
         for name in ("eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _augmentation_problems(self) -> list[str]:
+        """Check (and normalise) the augmentation fields; returns the problems found."""
+        from ..data.transforms import SCALE_JITTER_LIMITS
+
+        problems = []
+        if self.scale_jitter is not None:
+            self.scale_jitter = tuple(float(v) for v in self.scale_jitter)
+            lo, hi = SCALE_JITTER_LIMITS
+            if len(self.scale_jitter) != 2 or not lo <= self.scale_jitter[0] <= self.scale_jitter[1] <= hi:
+                problems.append(f"scale_jitter must be two factors LOW HIGH with {lo} <= LOW <= HIGH <= {hi} "
+                                f"(1 1: off), got {self.scale_jitter}")
+        if self.copy_paste is not None and not 0 <= self.copy_paste <= 1:
+            problems.append(f"copy_paste must be a probability in [0, 1], got {self.copy_paste}")
+        return problems
 
     def resolved_lr(self, world_size: int = 1) -> float:
         """The learning rate used: ``lr``, or 5e-4 x (batch_size x world_size) when it is None.
@@ -170,7 +202,8 @@ class TrainConfig:
 
     def unresolved(self) -> list[str]:
         """Names of the fields still None that a run needs (the recipe fills them in)."""
-        return [k for k in ("iterations", "optimizer", "weight_decay", "warmup_iters", "warmup_factor", "lr_steps")
+        return [k for k in ("iterations", "optimizer", "weight_decay", "warmup_iters", "warmup_factor", "lr_steps",
+                            *AUGMENTATION_FIELDS)
                 if getattr(self, k) is None]
 
     def require_resolved(self, *names: str) -> None:

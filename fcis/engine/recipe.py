@@ -11,7 +11,12 @@ once when training starts.
   run (at most 500 iterations), steps x0.1 at 75% and 92% of the run; FCIS's classification
   loss balanced between foreground and background RoIs (``cls_loss_balance=True``). Measured on synthetic
   shapes with the same anchors: segm AP after 200 iterations 30% with AdamW (lr 1e-3) and 0.3%
-  with SGD (lr 0.02, momentum 0.9); see benchmarks/DEFAULTS.md.
+  with SGD (lr 0.02, momentum 0.9); see benchmarks/DEFAULTS.md. Augmentation for few images:
+  ``SCRATCH_AUGMENTATION`` (copy-paste on half of the images) besides the flip.
+
+Without ``iterations``, ``auto`` trains for a length from the data: COCO's schedules in epochs
+over the training set (6x from random weights, 1x from ImageNet weights), dense images counted
+by their instances, with a minimum; see :mod:`fcis.engine.run_length`.
 
 ``paper-coco`` and ``paper-voc`` resolve the official experiments (msracver/FCIS, see
 docs/REPRODUCING.md, "What the recipes set"): iterations from epochs x the flip-doubled dataset / images per step
@@ -29,14 +34,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BASE_LR_PER_IMAGE, TrainConfig
+from .config import AUGMENTATION_FIELDS, AUGMENTATION_OFF, BASE_LR_PER_IMAGE, TrainConfig
+from .run_length import iterations_for_data
 
-__all__ = ["RECIPES", "ResolvedRecipe", "resolve_recipe", "scratch_warmup", "ADAMW_LR"]
+__all__ = ["RECIPES", "ResolvedRecipe", "resolve_recipe", "scratch_warmup", "ADAMW_LR", "SCRATCH_AUGMENTATION"]
 
 RECIPES = ("auto", "paper-coco", "paper-voc")
 #: AdamW's rate for a random initialisation (measured at 2 images per step; not scaled).
 ADAMW_LR = 1e-3
-DEFAULT_ITERATIONS = 30000
+#: The augmentation of the random-init recipe (issue 22): copy-paste on half of the images (Ghiasi
+#: et al. 2021: most useful with little data) besides the flip. Measured on PennFudanPed, 300
+#: iterations of 2 images from random weights (benchmarks/AUGMENT.md): mask AP 27.7 flip only,
+#: 29.5 with copy-paste, 16.7 with scale jitter 0.5-1.5, 20.3 with scale jitter + colour jitter +
+#: copy-paste: so scale and colour jitter stay off (``--scale-jitter``, ``--photometric`` turn them
+#: on). With ImageNet
+#: weights and in the paper-* recipes: flip only (``AUGMENTATION_OFF``), as the paper.
+SCRATCH_AUGMENTATION = {"scale_jitter": (1.0, 1.0), "photometric": False, "copy_paste": 0.5}
 
 #: The official experiments (docs/REPRODUCING.md, "What the recipes set"). ``model`` fields are applied
 #: when the model's config has them; the others are recorded in the notes.
@@ -73,6 +86,7 @@ class ResolvedRecipe:
     model: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    length: str = ""   # why the run has its number of iterations, when the recipe chose it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,22 +97,34 @@ class ResolvedRecipe:
         vals = ", ".join(f"{k}={self.train[k]}" + ("" if self.sources.get(k) == "recipe" else " (given)")
                          for k in keys if k in self.train)
         lines = [f"recipe {self.name}: {self.reason}", f"  {vals}"]
+        if self.length:
+            lines.append(f"  iterations {self.train['iterations']} from the data: {self.length}")
+        aug = ", ".join(f"{k}={_show(self.train[k])}" + ("" if self.sources.get(k) == "recipe" else " (given)")
+                        for k in AUGMENTATION_FIELDS if k in self.train)
+        if aug:
+            lines.append(f"  augmentation: hflip_prob={_show(self.train.get('hflip_prob'))}, {aug}")
         if self.model:
             lines.append("  model: " + ", ".join(f"{k}={v}" for k, v in self.model.items()))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
+def _show(v: Any) -> str:
+    return " ".join(str(x) for x in v) if isinstance(v, (tuple, list)) else str(v)
+
+
 def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int, world_size: int = 1,
-                   model_fields: set[str] | None = None, given_model: dict[str, Any] | None = None
-                   ) -> tuple[TrainConfig, ResolvedRecipe]:
+                   model_fields: set[str] | None = None, given_model: dict[str, Any] | None = None,
+                   num_train_instances: int | None = None) -> tuple[TrainConfig, ResolvedRecipe]:
     """Fill the ``None`` fields of ``cfg`` from its recipe.
 
     Args:
         cfg: the run's configuration (``cfg.recipe`` names the recipe).
         pretrained: the backbone starts from ImageNet weights, or the whole network from a trained
             model (``cfg.init_from``).
-        num_train_images: images of the training set (the paper recipes count epochs).
+        num_train_images: images of the training set (the recipes count epochs).
+        num_train_instances: object instances of the training set (``auto``'s length from the
+            data, :func:`fcis.engine.run_length.iterations_for_data`); None: as many as images.
         world_size: training processes (images per step = ``batch_size x world_size``).
         model_fields: field names of the model's config (recipe values for other names are
             only recorded in the notes); None: apply all.
@@ -113,12 +139,18 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
     images_per_step = cfg.batch_size * world_size
     notes: list[str] = []
     model: dict[str, Any] = {}
+    length = ""
+    augmentation = dict(AUGMENTATION_OFF)
     if cfg.recipe == "auto":
+        if cfg.iterations is None:
+            instances = num_train_images if num_train_instances is None else num_train_instances
+            iterations, length = iterations_for_data(num_train_images, instances, images_per_step, pretrained)
+        else:
+            iterations = cfg.iterations
         if pretrained:
             start = ("the network starts from a trained model (--init-from): the paper's fine-tuning recipe"
                      if cfg.init_from else "the backbone starts from ImageNet weights: the paper's recipe")
-            reason = f"{start} (SGD, 5e-4 per image, warm-up 250 iterations at 1/10, one step at 2/3)"
-            iterations = cfg.iterations or DEFAULT_ITERATIONS
+            reason = f"{start} (SGD, 5e-4 per image, warm-up 250 iterations at 1/10, one step at 2/3, flip only)"
             chosen = {"optimizer": "sgd", "weight_decay": 5e-4, "warmup_factor": 0.1, "lr_steps": (2 / 3,),
                       "warmup_iters": min(250, int(round(0.05 * iterations)))}
         else:
@@ -127,7 +159,9 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
                       "steps at 75% and 92%"
                       + (", FCIS's class loss balanced between foreground and background RoIs" if balanced else "")
                       + " -- measured to learn far sooner from scratch than the paper's SGD"
-                      + (" and plain mean" if balanced else "") + "; pass --weights-backbone for the paper's recipe")
+                      + (" and plain mean" if balanced else "") + "; copy-paste of instances between images "
+                      "for few images; pass --weights-backbone for the paper's recipe")
+            augmentation = dict(SCRATCH_AUGMENTATION)
             # Balanced class loss from scratch: segm AP 29.1 against 19.3 with the plain mean at 300
             # iterations (OHEM off instead: 26.4; benchmarks/DEFAULTS.md): the plain mean keeps
             # every foreground RoI classified as background for hundreds of iterations.
@@ -136,7 +170,6 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
                 notes.append(f"cls_loss_balance={given_model['cls_loss_balance']!r} given (the recipe's is True)")
             elif model_fields is None or "cls_loss_balance" in model_fields:
                 model["cls_loss_balance"] = True
-            iterations = cfg.iterations or DEFAULT_ITERATIONS
             chosen = {"optimizer": "adamw", "weight_decay": 5e-4, "warmup_factor": 0.1, "lr_steps": (0.75, 0.92),
                       "warmup_iters": scratch_warmup(iterations)}
     else:
@@ -170,11 +203,19 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
                 notes.append(f"{k}={v!r} is official but this model has no such field: not applied")
         if cfg.hflip_prob != 0.5:
             notes.append(f"hflip_prob {cfg.hflip_prob} given (the official runs flip every image once per epoch)")
+        extra = [k for k in AUGMENTATION_FIELDS if getattr(cfg, k) is not None and
+                 _show(getattr(cfg, k)) != _show(AUGMENTATION_OFF[k])]
+        if extra:
+            notes.append(f"{', '.join(extra)} given (the official runs flip only)")
 
     sources: dict[str, str] = {}
     values: dict[str, Any] = {"iterations": iterations}
     sources["iterations"] = "given" if cfg.iterations is not None else "recipe"
     for k, v in chosen.items():
+        given = getattr(cfg, k)
+        values[k] = given if given is not None else v
+        sources[k] = "given" if given is not None else "recipe"
+    for k, v in augmentation.items():
         given = getattr(cfg, k)
         values[k] = given if given is not None else v
         sources[k] = "given" if given is not None else "recipe"
@@ -188,4 +229,7 @@ def resolve_recipe(cfg: TrainConfig, *, pretrained: bool, num_train_images: int,
     resolved = dataclasses.replace(cfg, **values)
     assert resolved.lr_steps is not None  # resolved above (given or from the recipe)
     values["lr_steps"] = tuple(resolved.lr_steps)
-    return resolved, ResolvedRecipe(cfg.recipe, reason, values, model, sources, notes)
+    values["scale_jitter"] = resolved.scale_jitter
+    values["hflip_prob"] = cfg.hflip_prob   # not the recipe's: recorded to describe the augmentation
+    sources["hflip_prob"] = "config"
+    return resolved, ResolvedRecipe(cfg.recipe, reason, values, model, sources, notes, length)

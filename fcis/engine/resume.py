@@ -19,7 +19,8 @@ from .errors import CheckpointError
 #: asking for another one is an error (see :func:`resume_config`).
 RESULT_FIELDS = ("recipe", "anchors", "init_from", "init_class_map", "batch_size", "lr", "optimizer", "bias_weight_decay", "momentum", "weight_decay", "warmup_iters", "warmup_factor",
                  "lr_steps", "gamma", "clip_grad_norm", "seed", "hflip_prob", "min_size", "max_size", "input_size",
-                 "on_bad_sample", "amp", "amp_dtype", "sync_bn", "group_aspect")
+                 "on_bad_sample", "amp", "amp_dtype", "sync_bn", "group_aspect", "scale_jitter", "photometric",
+                 "copy_paste")
 
 
 def seed_everything(seed: int) -> None:

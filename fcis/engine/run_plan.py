@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from .anchor_fit import box_table, fit_for_model
-from .config import TrainConfig
+from .config import AUGMENTATION_OFF, TrainConfig
 from .input_size import InputSizeChoice, choose_input_size, given_input_size
 from .recipe import resolve_recipe
 
@@ -54,7 +54,8 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     defaults = _default_config(builder, train_ds.num_classes, pretrained, given)
     names = {f.name for f in dataclasses.fields(defaults)}
     cfg, recipe = resolve_recipe(cfg, pretrained=pretrained, num_train_images=len(train_ds),
-                                 world_size=world_size, model_fields=names, given_model=given)
+                                 world_size=world_size, model_fields=names, given_model=given,
+                                 num_train_instances=_count_instances(train_ds))
     overrides = {**recipe.model, **inherited, **model_overrides}
     table = box_table(train_ds)
     size = plan_input_size(builder, train_ds.num_classes, pretrained, given, recipe.model, cfg, table)
@@ -113,6 +114,12 @@ def plan_input_size(builder, num_classes: int, pretrained: bool, given: dict[str
     return choose_input_size(table, *default, native_cap=not pretrained)
 
 
+def _count_instances(train_ds) -> int:
+    """Object instances of the training set (crowd regions left out, as in its targets), counted on
+    its flat index."""
+    return int((~train_ds.index.ann_crowd).sum())
+
+
 def _default_config(builder, num_classes: int, pretrained: bool, given: dict[str, Any]):
     """The config ``builder`` makes with ``given`` (built on the meta device: no memory, no RNG
     draws). ``backbone_pretrained`` tells it about ImageNet weights without loading them."""
@@ -133,6 +140,8 @@ def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:
     given now still wins, and ``check_resumable`` warns about it)."""
     old = ckpt.get("train_config", {})
     filled = {k: old[k] for k in cfg.unresolved() if old.get(k) is not None}
+    # a checkpoint from before the augmentation fields trained with the flip only
+    filled.update({k: v for k, v in AUGMENTATION_OFF.items() if k in cfg.unresolved() and k not in old})
     if "lr" in old and cfg.lr is None and old["lr"] is not None:
         filled["lr"] = old["lr"]
     cfg = dataclasses.replace(cfg, **filled)

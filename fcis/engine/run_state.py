@@ -119,6 +119,7 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
     The order of the steps here is part of the results: the RNG draws they make (the model's
     initialisation, the anchor fit) must be the same in a fresh and an equal resumed run."""
     from fcis.data import CocoInstances, build_transforms, collate
+    from fcis.data.copy_paste import CopyPaste
     from fcis.models import BUILDERS
 
     # Weights of a network trained from scratch drift into denormal floats, which make CPU
@@ -181,7 +182,9 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
     mcfg: Any = model.config
     train_ds.input_size = (mcfg.min_size, mcfg.max_size)   # images and masks made at the input size
     train_ds.transforms = build_transforms(True, min_size=mcfg.min_size, max_size=mcfg.max_size,
-                                           hflip_prob=cfg.hflip_prob)
+                                           hflip_prob=cfg.hflip_prob, scale_jitter=cfg.scale_jitter,
+                                           photometric=bool(cfg.photometric),
+                                           fill=tuple(getattr(mcfg, "image_mean", (0.0, 0.0, 0.0))))
     if val_ds is not None:
         val_ds.transforms = build_transforms(False)
     if ctx is not None and cfg.sync_bn and dist_utils.has_trainable_batchnorm(model):
@@ -226,7 +229,8 @@ def setup_run(model_name: str, train_json, val_json, output_dir: Path, cfg: Trai
 
     log = _open_output(output_dir, record, start_iter, fresh=ckpt is None) if main else None
     groups = aspect_groups(train_ds.index.heights, train_ds.index.widths) if cfg.group_aspect else None
-    stream = TrainStream(train_ds, cfg.batch_size, cfg.seed, workers=cfg.workers, collate_fn=collate,
+    samples = CopyPaste(train_ds, cfg.copy_paste) if cfg.copy_paste else train_ds
+    stream = TrainStream(samples, cfg.batch_size, cfg.seed, workers=cfg.workers, collate_fn=collate,
                          state=data_state, pin_memory=device.type == "cuda", rank=rank, world_size=world,
                          groups=groups)
     assert cfg.iterations is not None  # resolved by the run plan
