@@ -16,7 +16,7 @@ def _fcis(depth: int, num_classes: int, weights_backbone: BackboneWeights, overr
     config = builder_config(FCISConfig, "FCIS", depth, num_classes, weights_backbone, overrides)
     pretrained = config.backbone_pretrained
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=config.dilate_conv5,
-                       frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers)
+                       frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers, norm=config.norm)
     return FCIS(config, ResNetC4C5(net))
 
 
