@@ -8,13 +8,15 @@ For each variant: one training step of the backbone alone (forward + backward of
 and one inference forward (eval mode, autograd off; BatchNorm is folded into the convolutions
 there, GroupNorm cannot be). Timings are medians of ``--repeats`` runs after a warm-up, the
 variants interleaved run by run so that a shared machine's load falls on all of them alike;
-ratios are against BatchNorm channels-last. Then the same for one whole ``fcis_resnet18`` training
-step (``fcis.engine.step.train_step``) at BN and GN, channels-last (the library's path).
+ratios are against BatchNorm channels-last. Then the same for one whole training step
+(``fcis.engine.step.train_step``) of each ``--models`` (default ``fcis_resnet18``; e.g. also
+``maskrcnn_resnet18_fpn``, whose GN variant has detectron2's 4-conv box head) at BN and GN.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -24,7 +26,7 @@ import torch
 
 from fcis.engine.config import TrainConfig
 from fcis.engine.step import build_optimizer, train_step
-from fcis.models import fcis_resnet18
+from fcis.models import BUILDERS
 from fcis.models.backbone import ResNetC4C5, build_resnet
 
 
@@ -79,8 +81,8 @@ def backbone_times(size: tuple[int, int], batch: int, repeats: int) -> dict[str,
     return out
 
 
-def model_step_times(size: tuple[int, int], batch: int, repeats: int) -> dict[str, float]:
-    """One whole training step of fcis_resnet18 (AdamW), BN against GN, the same images and boxes."""
+def model_step_times(size: tuple[int, int], batch: int, repeats: int, name: str = "fcis_resnet18") -> dict[str, float]:
+    """One whole training step of model ``name`` (AdamW), BN against GN, the same images and boxes."""
     gen = torch.Generator().manual_seed(1)
     images = [torch.rand(3, *size, generator=gen) for _ in range(batch)]
     h, w = size
@@ -93,12 +95,10 @@ def model_step_times(size: tuple[int, int], batch: int, repeats: int) -> dict[st
     steps = {}
     for norm in ("bn", "gn"):
         torch.manual_seed(0)
-        model = fcis_resnet18(num_classes=3, min_size=min(size), max_size=max(size), norm=norm,
-                              anchor_sizes=(32, 64, 128)).train()
+        model = BUILDERS[name](num_classes=3, min_size=min(size), max_size=max(size), norm=norm).train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = build_optimizer(params, cfg)
-        steps[norm] = (lambda m=model, o=optimizer, p=params:
-                       train_step(m, o, p, images, targets, torch.device("cpu")))
+        steps[norm] = functools.partial(train_step, model, optimizer, params, images, targets, torch.device("cpu"))
     return _interleaved(steps, repeats)
 
 
@@ -107,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", nargs=2, type=int, default=(256, 320), metavar=("H", "W"))
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--models", nargs="+", default=["fcis_resnet18"], help="whole training steps of these models")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
     torch.set_flush_denormal(True)
     size = tuple(args.size)
     result = {"size": size, "batch": args.batch, "threads": torch.get_num_threads(),
               "backbone": backbone_times(size, args.batch, args.repeats),  # type: ignore[arg-type]
-              "model_step": model_step_times(size, args.batch, args.repeats)}  # type: ignore[arg-type]
+              "model_step": {name: model_step_times(size, args.batch, args.repeats, name)  # type: ignore[arg-type]
+                             for name in args.models}}
     print(f"fcis_resnet18 backbone, {args.batch} x 3 x {size[0]} x {size[1]}, {result['threads']} thread(s), "
           f"median of {args.repeats}")
     print("| phase | variant | ms | / bn channels-last |")
@@ -122,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         base = times["bn channels_last"]
         for k, v in times.items():
             print(f"| {phase} | {k} | {1000 * v:.0f} | {v / base:.2f} |")
-    steps = result["model_step"]
-    print(f"| whole training step | bn | {1000 * steps['bn']:.0f} | 1.00 |")
-    print(f"| whole training step | gn | {1000 * steps['gn']:.0f} | {steps['gn'] / steps['bn']:.2f} |")
+    for name, steps in result["model_step"].items():
+        print(f"| {name} training step | bn | {1000 * steps['bn']:.0f} | 1.00 |")
+        print(f"| {name} training step | gn | {1000 * steps['gn']:.0f} | {steps['gn'] / steps['bn']:.2f} (/ bn) |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

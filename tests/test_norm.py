@@ -4,6 +4,7 @@ field); the fast ResNet path with a GroupNorm body; the recipe's choice."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import box_target
@@ -173,3 +174,59 @@ def test_maskrcnn_groupnorm_body_and_fpn_equal_the_modules_forward():
     assert list(got) == list(want)
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_gn_fcis_exports_to_onnx_with_standard_ops_and_the_same_candidates(tmp_path):
+    """GroupNorm exports (as standard ops: reshape + InstanceNormalization + affine) and the graph's
+    candidates equal PyTorch's (slow: the dynamo export takes ~30 s of CPU)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    onnx = pytest.importorskip("onnx")
+    from fcis.export.onnx_export import export_onnx, onnx_op_domains
+    from fcis.inference.onnx_runner import preprocess
+
+    torch.manual_seed(0)
+    model = BUILDERS["fcis_resnet18"](num_classes=3, norm="gn", **{**SMALL["fcis_resnet18"], "head_channels": 64,
+                                                                   "rpn_channels": 64}).eval()
+    _randomise_gn(model)
+    path = export_onnx(model, tmp_path / "gn.onnx")
+    assert set(onnx_op_domains(onnx.load(str(path)))) == {"ai.onnx"}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = torch.rand(3, 64, 80)
+    with torch.no_grad():
+        batch, _ = model.transform([image])
+        c4, c5 = model.backbone(batch.tensors)
+        proposals, _ = model.rpn(batch, {"0": c4})
+        rois, probs, scores = model.score_candidates(model.head(c5), proposals, batch.image_sizes)
+    boxes, class_probs, mask_probs = session.run(None, {"image": preprocess(image.numpy(), model.config.to_dict())})
+    assert len(boxes) == len(rois) > 0
+    np.testing.assert_allclose(boxes, rois[:, 1:].numpy(), atol=1e-3)
+    np.testing.assert_allclose(class_probs, probs.numpy(), atol=1e-4)
+    np.testing.assert_allclose(mask_probs, scores.mask_probs().numpy(), atol=1e-4)
+
+
+def test_groupnorm_models_need_no_synchronised_batchnorm():
+    from fcis.engine.distributed import has_trainable_batchnorm
+
+    for name in FAMILIES:
+        assert not has_trainable_batchnorm(BUILDERS[name](num_classes=2, norm="gn"))
+        assert has_trainable_batchnorm(BUILDERS[name](num_classes=2))
+
+
+def test_random_init_recipe_chooses_the_norm_and_a_given_one_wins():
+    from fcis.engine.config import TrainConfig
+    from fcis.engine.recipe import SCRATCH_NORM, resolve_recipe
+
+    assert SCRATCH_NORM in ("bn", "gn")
+    _, rec = resolve_recipe(TrainConfig(iterations=100, batch_size=2), pretrained=False, num_train_images=10)
+    assert rec.model["norm"] == SCRATCH_NORM and "norm=" in rec.reason
+    _, rec = resolve_recipe(TrainConfig(iterations=100, batch_size=2), pretrained=True, num_train_images=10)
+    assert "norm" not in rec.model                          # ImageNet weights: frozen BatchNorm
+    other = "bn" if SCRATCH_NORM == "gn" else "gn"
+    _, rec = resolve_recipe(TrainConfig(iterations=100, batch_size=2), pretrained=False, num_train_images=10,
+                            given_model={"norm": other})
+    assert "norm" not in rec.model and any(f"norm={other!r} given" in n for n in rec.notes)
+    _, rec = resolve_recipe(TrainConfig(iterations=100, batch_size=2), pretrained=False, num_train_images=10,
+                            model_fields={"num_classes", "cls_loss_balance"})
+    assert "norm" not in rec.model

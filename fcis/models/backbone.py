@@ -127,7 +127,7 @@ class ResNetC4C5(nn.Module):
 
     forward(x: (N, 3, H, W)) -> (c4: (N, C4, H/16, W/16), c5: (N, C5, H/16, W/16)); on the CPU
     both come channels-last, and at inference BatchNorm is folded into the convolutions
-    (:mod:`fcis.models.fast_resnet`).
+    (:mod:`fcis.models.fast_resnet`; GroupNorm runs as it is).
     """
 
     def __init__(self, net: resnet.ResNet) -> None:

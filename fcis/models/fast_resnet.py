@@ -15,6 +15,13 @@ and to Mask R-CNN's ResNet-FPN body (benchmarks/SPEED.md, round 3, has the measu
   again when a parameter or statistic changes (in-place updates, ``load_state_dict``, a new
   tensor); they cost one more copy of the body's weights while the model is in eval mode.
   Training, autograd, tracing and ONNX export take the modules' own forward.
+
+A GroupNorm body (``norm="gn"``, :mod:`fcis.models.norm`) takes the same path: channels-last
+throughout (PyTorch's CPU GroupNorm keeps the layout), and each GroupNorm runs as its module after
+its convolution, since per-image statistics cannot be folded into weights. Measured on the CPU
+(benchmarks/NORM.md): at inference a GroupNorm ResNet-18 body runs as fast as the folded BatchNorm
+one, and channels-last is faster than (N, C, H, W) for it too; in training it costs about a fifth
+more than BatchNorm's body.
 """
 
 from __future__ import annotations
