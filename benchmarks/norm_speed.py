@@ -92,7 +92,7 @@ def model_step_times(size: tuple[int, int], batch: int, repeats: int, name: str 
         m[y1:y2, x1:x2] = 1
     targets = [{"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks} for _ in range(batch)]
     cfg = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=5e-4)
-    steps = {}
+    steps: dict[str, Callable[[], object]] = {}
     for norm in ("bn", "gn"):
         torch.manual_seed(0)
         model = BUILDERS[name](num_classes=3, min_size=min(size), max_size=max(size), norm=norm).train()
