@@ -28,7 +28,9 @@ Initialisation as detectron2's: GN weight 1 and bias 0 (torchvision's ResNet doe
 ``nn.GroupNorm`` too); the last GN of each residual block is *not* zero-initialised (detectron2
 leaves ``nn.init.constant_(self.conv3.norm.weight, 0)`` commented out: "this somehow hurts
 performance when training GN models from scratch"; mmdetection's scratch configs set
-``zero_init_residual=False``).
+``zero_init_residual=False``). A head conv followed by GN gets He-normal weights (fan out, as
+detectron2's ``c2_msra_fill`` for its normalised head convs and torchvision's ResNet, FPN and
+conv heads), not the papers' N(0, 0.01) of a plain head conv (:func:`init_normalised_conv`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["NORMS", "GN_GROUPS", "group_count", "group_norm", "check_norm", "head_norm"]
+__all__ = ["NORMS", "GN_GROUPS", "group_count", "group_norm", "check_norm", "head_norm", "init_normalised_conv"]
 
 #: The values of the ``norm`` config field.
 NORMS = ("bn", "gn")
@@ -67,6 +69,20 @@ def check_norm(norm: str, pretrained: bool, owner: str) -> None:
         raise ValueError(f"{owner}: norm='gn' (GroupNorm) is for training from random weights; ImageNet backbone "
                          "weights were trained with BatchNorm and are used with frozen BatchNorm: use norm='bn' "
                          "with --weights-backbone, or leave the backbone random for GroupNorm")
+
+
+def init_normalised_conv(conv: nn.Conv2d) -> None:
+    """He-normal weights (fan out, ReLU gain) for a convolution followed by a normalisation layer.
+
+    Such a convolution is scale-invariant: the normalisation undoes the size of its weights, which
+    then sets only how far each optimiser step turns them. Adam's step is about the learning rate
+    per weight whatever the gradient, so on N(0, 0.01) weights (the FCIS head's) a 1e-3 step (3e-3
+    with the head's learning-rate multiplier) turns each output channel by tens of percent per
+    iteration. Measured on synthetic shapes (benchmarks/NORM.md): with N(0, 0.01) before the head's
+    GroupNorm, FCIS from scratch reached segm AP 0.7 after 300 iterations."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 def head_norm(norm: str) -> Callable[[int], nn.Module] | None:

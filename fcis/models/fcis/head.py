@@ -17,7 +17,7 @@ from ...ops import (
 from ...ops.ps_roi_assemble import coordinate_rois
 from ...ops.ps_roi_gather import gather_in_chunks, gather_plan, scatter_to_table
 from ..derived_cache import DerivedCache
-from ..norm import head_norm
+from ..norm import head_norm, init_normalised_conv
 from .config import FCISConfig
 
 __all__ = ["FCISHead", "ScoreMaps", "RoIScores", "DetectionScores", "MaskProbs"]
@@ -157,8 +157,9 @@ class FCISHead(nn.Module):
     softmax(inside, outside) and the detection score max(inside, outside); the detection
     scores are averaged over the P×P RoI into C+1 logits.
 
-    With ``cfg.norm == "gn"`` the 1×1 conv has no bias and is followed by GroupNorm
-    (``reduce_norm``) before the ReLU (:mod:`fcis.models.norm`); the score-map convs stay plain.
+    With ``cfg.norm == "gn"`` the 1×1 conv has no bias, He-normal weights
+    (:func:`~fcis.models.norm.init_normalised_conv`) and is followed by GroupNorm (``reduce_norm``)
+    before the ReLU (:mod:`fcis.models.norm`); the score-map convs stay plain.
     """
 
     def __init__(self, cfg: FCISConfig, in_channels: int, feature_stride: int) -> None:
@@ -179,6 +180,8 @@ class FCISHead(nn.Module):
                 nn.init.normal_(layer.weight, std=0.01)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
+        if self.reduce_norm is not None:
+            init_normalised_conv(self.reduce)
 
     def forward(self, c5: Tensor) -> ScoreMaps:
         x = self.reduce(c5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..norm import head_norm
+from ..norm import head_norm, init_normalised_conv
 from .config import InstanceFCNConfig
 
 __all__ = ["InstanceBranch", "ObjectnessBranch"]
@@ -19,8 +19,8 @@ def _init(*layers: nn.Conv2d) -> None:
 
 class InstanceBranch(nn.Module):
     """1×1 conv (512) + ReLU + 3×3 conv to the k² instance-sensitive score maps; with
-    ``cfg.norm == "gn"`` the 1×1 conv has no bias and GroupNorm (``reduce_norm``) comes before
-    the ReLU (:mod:`fcis.models.norm`).
+    ``cfg.norm == "gn"`` the 1×1 conv has no bias, He-normal weights and GroupNorm
+    (``reduce_norm``) comes before the ReLU (:mod:`fcis.models.norm`).
 
     forward(features: (N, C, H, W)) -> (N, k², H, W) logits; map i·k + j scores "this pixel
     belongs to an instance at relative position (row i, column j)".
@@ -33,6 +33,8 @@ class InstanceBranch(nn.Module):
         self.reduce_norm = norm(cfg.instance_channels) if norm is not None else None
         self.scores = nn.Conv2d(cfg.instance_channels, cfg.group_size ** 2, 3, padding=1)
         _init(self.reduce, self.scores)
+        if self.reduce_norm is not None:
+            init_normalised_conv(self.reduce)
 
     def forward(self, features: Tensor) -> Tensor:
         x = self.reduce(features)
