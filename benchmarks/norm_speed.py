@@ -6,8 +6,9 @@ and in PyTorch's default (N, C, H, W) layout (the modules' own forward).
 
 For each variant: one training step of the backbone alone (forward + backward of ``c5.sum()``)
 and one inference forward (eval mode, autograd off; BatchNorm is folded into the convolutions
-there, GroupNorm cannot be). Timings are medians of ``--repeats`` runs after a warm-up, the
-variants interleaved run by run so that a shared machine's load falls on all of them alike;
+there, GroupNorm cannot be). Timings are the process's CPU time (``time.process_time``: with one
+thread, the computation's own time, which other jobs on a shared machine disturb far less than
+wall time), medians of ``--repeats`` runs after a warm-up, the variants interleaved run by run;
 ratios are against BatchNorm channels-last. Then the same for one whole training step
 (``fcis.engine.step.train_step``) of each ``--models`` (default ``fcis_resnet18``; e.g. also
 ``maskrcnn_resnet18_fpn``, whose GN variant has detectron2's 4-conv box head) at BN and GN.
@@ -48,9 +49,9 @@ def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t = time.perf_counter()
+            t = time.process_time()
             fn()
-            times[k].append(time.perf_counter() - t)
+            times[k].append(time.process_time() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                              for name in args.models}}
     print(f"fcis_resnet18 backbone, {args.batch} x 3 x {size[0]} x {size[1]}, {result['threads']} thread(s), "
           f"median of {args.repeats}")
-    print("| phase | variant | ms | / bn channels-last |")
+    print("| phase | variant | CPU ms | / bn channels-last |")
     print("| --- | --- | --- | --- |")
     for phase, times in result["backbone"].items():
         base = times["bn channels_last"]
