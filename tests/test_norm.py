@@ -23,7 +23,9 @@ SMALL = {
     "instancefcn_resnet18": dict(min_size=64, max_size=80, window_sizes=(24.0, 36.0, 54.0), pre_nms_top_n=50,
                                  detections_per_img=20),
     "maskrcnn_resnet18_fpn": dict(min_size=64, max_size=80, anchor_sizes=(8, 16, 32, 64, 128),
-                                  rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=30, score_thresh=0.0),
+                                  rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=30, score_thresh=0.0,
+                                  rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50,
+                                  roi_batch_size_per_image=32),
 }
 
 
@@ -86,13 +88,13 @@ def test_gn_model_builds_trains_predicts_and_round_trips(name):
     if name == "fcis_resnet18":
         assert model.head.reduce.bias is None and isinstance(model.head.reduce_norm, nn.GroupNorm)
         # He-normal before the GroupNorm (fan out 1024: std 0.044), not the plain head's N(0, 0.01)
-        assert float(model.head.reduce.weight.std()) == pytest.approx((2 / 1024) ** 0.5, rel=0.05)
-        assert float(model.head.inside_outside.weight.std()) == pytest.approx(0.01, rel=0.05)
+        assert float(model.head.reduce.weight.detach().std()) == pytest.approx((2 / 1024) ** 0.5, rel=0.05)
+        assert float(model.head.inside_outside.weight.detach().std()) == pytest.approx(0.01, rel=0.05)
         assert "head.reduce_norm.weight" in model.lr_multipliers()
         assert _norm_layers(model.rpn) == (0, 0)                         # the RPN stays plain
     elif name == "instancefcn_resnet18":
         assert model.instance.reduce.bias is None and _norm_layers(model.objectness) == (0, 0)
-        assert float(model.instance.reduce.weight.std()) == pytest.approx((2 / 512) ** 0.5, rel=0.05)
+        assert float(model.instance.reduce.weight.detach().std()) == pytest.approx((2 / 512) ** 0.5, rel=0.05)
     else:
         assert len(model.roi_heads.box_head) == 7                        # 4 conv, flatten, fc, ReLU
         assert _norm_layers(model.rpn) == (0, 0)
