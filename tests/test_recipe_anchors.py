@@ -15,7 +15,7 @@ from torchvision.ops import box_iou
 
 from fcis.engine import TrainConfig
 from fcis.engine.anchor_fit import anchor_coverage, best_iou, fit_anchors, resized_size, window_coverage
-from fcis.engine.recipe import resolve_recipe, scratch_warmup
+from fcis.engine.recipe import SCRATCH_NORM, resolve_recipe, scratch_warmup
 from fcis.engine.run_plan import plan_resumed_run
 from fcis.engine.schedule import lr_factor_fn
 
@@ -88,7 +88,7 @@ def test_auto_recipe_from_scratch_and_from_imagenet():
     cfg, rec = resolve_recipe(TrainConfig(iterations=1000, batch_size=2), pretrained=False, num_train_images=10)
     assert (cfg.optimizer, cfg.lr, cfg.warmup_iters, cfg.lr_steps) == ("adamw", 1e-3, 50, (0.75, 0.92))
     assert rec.sources["optimizer"] == "recipe" and rec.sources["iterations"] == "given"
-    assert rec.model == {"cls_loss_balance": True}
+    assert rec.model == {"cls_loss_balance": True, "norm": SCRATCH_NORM}
     cfg, rec = resolve_recipe(TrainConfig(iterations=1000, batch_size=2), pretrained=True, num_train_images=10,
                               world_size=4)
     assert rec.model == {}   # the paper's losses stay
@@ -199,7 +199,8 @@ def test_bare_train_fits_anchors_and_records_them(tiny, tmp_path):
     run = json.loads((tmp_path / "run" / "config.json").read_text())
     assert run["recipe"]["name"] == "auto" and run["train_config"]["optimizer"] == "adamw"
     assert run["model_config"]["cls_loss_balance"] is True and run["model_config"]["ohem"] is True
-    assert run["recipe"]["model"] == {"cls_loss_balance": True}
+    assert run["recipe"]["model"] == {"cls_loss_balance": True, "norm": SCRATCH_NORM}
+    assert run["model_config"]["norm"] == SCRATCH_NORM
     assert run["anchors"]["source"] == "fitted"
     assert run["model_config"]["anchor_sizes"] == run["anchors"]["fields"]["anchor_sizes"]
     assert run["anchors"]["coverage"] >= run["anchors"]["default_coverage"]

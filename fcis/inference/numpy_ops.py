@@ -196,7 +196,8 @@ def voted_masks_in_frames(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_
     > ``min_score`` vote, weighted by that score; ``voting=False`` pastes each detection's own
     mask (its candidate index in ``kept_index``). ``binarize_at``: the official voting
     (``mv_kernel.cu``): each voter's pasted mask is binarised at this threshold before the
-    score-weighted average (``FCISConfig.voting_binarize``).
+    score-weighted average (``FCISConfig.voting_binarize``). ``voted`` is clipped to [0, 1] (float32
+    rounding of the average can pass 1 by a few ulps), as the PyTorch twin.
     """
     height, width = image_size
     overlaps = box_iou(kept_boxes, cand_boxes) if voting and len(kept_boxes) else None
@@ -216,9 +217,10 @@ def voted_masks_in_frames(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_
         if voting and binarize_at is not None:
             w = cand_scores[members, c]
             pasted = paste_masks_in_frame(cand_masks[members, c], boxes, frame) >= np.float32(binarize_at)
-            yield frame, (w[:, None, None] * pasted).sum(0) / max(w.sum(dtype=np.float32), np.float32(1e-12))
+            voted = (w[:, None, None] * pasted).sum(0) / max(w.sum(dtype=np.float32), np.float32(1e-12))
         else:
-            yield frame, vote_in_frame(cand_masks[members, c], boxes, cand_scores[members, c], frame)
+            voted = vote_in_frame(cand_masks[members, c], boxes, cand_scores[members, c], frame)
+        yield frame, np.clip(voted, np.float32(0), np.float32(1), out=voted)
 
 
 def vote_masks(kept_boxes: np.ndarray, kept_labels: np.ndarray, cand_boxes: np.ndarray, cand_scores: np.ndarray,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any, TypeAlias
+from typing import Any, Callable, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +13,7 @@ from torchvision.models._api import WeightsEnum
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .fast_resnet import BatchNormFolder, cpu_channels_last, run_resnet_modules
+from .norm import check_norm, group_norm
 
 __all__ = ["ResNetC4C5", "build_resnet", "load_backbone_weights", "BackboneWeights"]
 
@@ -49,7 +50,8 @@ def load_backbone_weights(model: nn.Module, weights: BackboneWeights) -> bool:
 
 
 def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dilate_conv5: bool,
-                 frozen_bn: bool, trainable_layers: int, dilate_conv4: bool = False) -> resnet.ResNet:
+                 frozen_bn: bool, trainable_layers: int, dilate_conv4: bool = False,
+                 norm: str = "bn") -> resnet.ResNet:
     """A torchvision ResNet with optional dilated conv5, frozen BN and frozen early stages.
 
     ``dilate_conv4`` (default off; needs ``dilate_conv5``) dilates conv4 too, so that conv4 and
@@ -58,15 +60,21 @@ def build_resnet(depth: int, weights: BackboneWeights, *, pretrained: bool, dila
     ``pretrained`` says whether the network is (or, when rebuilt from a checkpoint, was)
     initialised from ImageNet. When it is not, the BatchNorm layers stay ordinary (trainable,
     batch statistics) and every stage trains, as torchvision's detection builders do for a random
-    backbone."""
+    backbone. ``norm="gn"`` puts GroupNorm (:func:`fcis.models.norm.group_norm`) where BatchNorm
+    would be (random weights only; ``frozen_bn`` is then ignored)."""
     if depth not in _RESNETS:
         raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
     pretrained = pretrained or weights is not None
-    norm = FrozenBatchNorm2d if (pretrained and frozen_bn) else nn.BatchNorm2d
+    check_norm(norm, pretrained, f"ResNet-{depth}")
+    norm_layer: Callable[[int], nn.Module]
+    if norm == "gn":
+        norm_layer = group_norm
+    else:
+        norm_layer = FrozenBatchNorm2d if (pretrained and frozen_bn) else nn.BatchNorm2d
     basic = depth < 50
     if dilate_conv4 and not dilate_conv5:
         raise ValueError("dilate_conv4 needs dilate_conv5 (conv5 cannot be strided after a dilated conv4)")
-    model = _RESNETS[depth](weights=None, norm_layer=norm,
+    model = _RESNETS[depth](weights=None, norm_layer=norm_layer,
                             replace_stride_with_dilation=[False, dilate_conv4 and not basic, dilate_conv5 and not basic])
     if dilate_conv4 and basic:
         _dilate_basic_layer4(model.layer3)
@@ -119,7 +127,7 @@ class ResNetC4C5(nn.Module):
 
     forward(x: (N, 3, H, W)) -> (c4: (N, C4, H/16, W/16), c5: (N, C5, H/16, W/16)); on the CPU
     both come channels-last, and at inference BatchNorm is folded into the convolutions
-    (:mod:`fcis.models.fast_resnet`).
+    (:mod:`fcis.models.fast_resnet`; GroupNorm runs as it is).
     """
 
     def __init__(self, net: resnet.ResNet) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from torch import Tensor
 
-__all__ = ["paste_masks_in_frame", "MaskWindow", "box_window", "paste_window", "window_to_rle",
+__all__ = ["paste_masks_in_frame", "paste_probabilities", "MaskWindow", "box_window", "paste_window", "window_to_rle",
            "mask_window_to_rle", "tight_window_box", "windows_from_outputs", "detect_windows"]
 
 
@@ -80,11 +80,19 @@ def box_window(box: Tensor, image_size: tuple[int, int]) -> tuple[int, int, int,
     return fx0, fy0, max(min(int(math.ceil(x1)), width), fx0), max(min(int(math.ceil(y1)), height), fy0)
 
 
+def paste_probabilities(masks: Tensor, boxes: Tensor, frame: tuple[int, int, int, int]) -> Tensor:
+    """:func:`paste_masks_in_frame` for masks of probabilities: the same values, clamped to [0, 1].
+    Bilinear sampling is a convex combination in exact arithmetic, but ``grid_sample``'s float32
+    weights can sum to 1 + 1 ulp (a mask of ones pastes to 1.0000001)."""
+    return paste_masks_in_frame(masks, boxes, frame).clamp_(0.0, 1.0)
+
+
 def paste_window(mask: Tensor, box: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, int, int]:
-    """One (P, P) mask over ``box`` resampled into its pixel window (:func:`paste_masks_in_frame`,
-    same values as pasting into the whole image): ``(window (h, w), x0, y0)``."""
+    """One (P, P) mask of probabilities over ``box`` resampled into its pixel window
+    (:func:`paste_probabilities`, same values as pasting into the whole image):
+    ``(window (h, w), x0, y0)``."""
     frame = box_window(box, image_size)
-    return paste_masks_in_frame(mask[None], box[None], frame)[0], frame[0], frame[1]
+    return paste_probabilities(mask[None], box[None], frame)[0], frame[0], frame[1]
 
 
 def window_to_rle(binary: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:

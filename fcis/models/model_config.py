@@ -14,6 +14,7 @@ from operator import attrgetter
 from typing import Any, ClassVar, Mapping, TypeVar
 
 from ..config_io import dataclass_from_dict
+from .norm import check_norm
 
 __all__ = ["ModelConfig", "TwoStageConfig"]
 
@@ -28,6 +29,11 @@ class ModelConfig:
     - ``num_classes``: foreground classes (label 0 is background internally; labels 1..C out).
     - ``depth``, ``trainable_layers``, ``backbone_pretrained``: the ResNet, its training stages
       counted from the top (5 = all) and whether ImageNet weights were loaded (set by builders).
+    - ``norm``: the normalisation layers (:mod:`fcis.models.norm`). ``"bn"``: BatchNorm in the
+      ResNet (frozen with ImageNet weights, batch statistics from random weights), none in the
+      heads; ``"gn"``: GroupNorm (32 groups) in the ResNet and the heads, as the from-scratch
+      detectors of "Rethinking ImageNet Pre-training"; random initialisation only. Configs saved
+      before the field existed load as ``"bn"``.
     - ``min_size``, ``max_size``: input resizing (short side, long-side limit), in pixels;
       ``image_mean``, ``image_std``: input normalisation.
     - ``score_thresh``: candidates scoring at most this are dropped before NMS.
@@ -48,6 +54,7 @@ class ModelConfig:
     depth: int = 50
     trainable_layers: int = 3
     backbone_pretrained: bool = False
+    norm: str = "bn"
     min_size: int = 800
     max_size: int = 1333
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -75,6 +82,7 @@ class ModelConfig:
                              f"class_agnostic={fixed}, got {self.class_agnostic}")
         self.image_mean = (*self.image_mean,)
         self.image_std = (*self.image_std,)
+        check_norm(self.norm, self.backbone_pretrained, type(self).__name__)
 
     @classmethod
     def current_names(cls, data: Mapping[str, Any]) -> dict[str, Any]:

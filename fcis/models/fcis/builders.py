@@ -21,7 +21,7 @@ def _fcis(depth: int, num_classes: int, weights_backbone: BackboneWeights, overr
                                                                   trainable_layers=config.trainable_layers)))
     pretrained = config.backbone_pretrained
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=config.dilate_conv5,
-                       frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers)
+                       frozen_bn=config.frozen_bn, trainable_layers=config.trainable_layers, norm=config.norm)
     if config.resnet_style == "caffe":   # the official ResNet v1's strides and max pool, same parameters
         caffe_style(net)
     return FCIS(config, ResNetC4C5(net))

@@ -36,6 +36,10 @@ class FCISConfig(TwoStageConfig):
     # Set by the builders when ImageNet weights are loaded; decides frozen BN and frozen stages,
     # so that a checkpoint rebuilds the same layers without the weights file.
     backbone_pretrained: bool = False
+    # "bn": BatchNorm in the ResNet (above), none in the head (the paper's). "gn": GroupNorm (32
+    # groups) in the ResNet and after the head's 1×1 reduce conv, random weights only
+    # (fcis/models/norm.py). The random-init recipe chooses it (fcis/engine/recipe.py).
+    norm: str = "bn"
 
     # Input resizing (short side, long side limit) and normalisation (ImageNet statistics).
     min_size: int = 600

@@ -17,6 +17,7 @@ from ...ops import (
 from ...ops.ps_roi_assemble import coordinate_rois
 from ...ops.ps_roi_gather import gather_in_chunks, gather_plan, scatter_to_table
 from ..derived_cache import DerivedCache
+from ..norm import head_norm, init_normalised_conv
 from .config import FCISConfig
 
 __all__ = ["FCISHead", "ScoreMaps", "RoIScores", "DetectionScores", "MaskProbs"]
@@ -155,6 +156,10 @@ class FCISHead(nn.Module):
     Joint formulation (paper §3): per pixel and class, the mask probability is
     softmax(inside, outside) and the detection score max(inside, outside); the detection
     scores are averaged over the P×P RoI into C+1 logits.
+
+    With ``cfg.norm == "gn"`` the 1×1 conv has no bias, He-normal weights
+    (:func:`~fcis.models.norm.init_normalised_conv`) and is followed by GroupNorm (``reduce_norm``)
+    before the ReLU (:mod:`fcis.models.norm`); the score-map convs stay plain.
     """
 
     def __init__(self, cfg: FCISConfig, in_channels: int, feature_stride: int) -> None:
@@ -162,7 +167,9 @@ class FCISHead(nn.Module):
         k2, classes = cfg.group_size ** 2, cfg.num_classes + 1
         self.cfg = cfg
         self.spatial_scale = 1.0 / feature_stride
-        self.reduce = nn.Conv2d(in_channels, cfg.head_channels, 1)
+        norm = head_norm(cfg.norm)
+        self.reduce = nn.Conv2d(in_channels, cfg.head_channels, 1, bias=norm is None)
+        self.reduce_norm = norm(cfg.head_channels) if norm is not None else None
         self.inside_outside = nn.Conv2d(cfg.head_channels, 2 * k2 * classes, 1)
         self.boxes = nn.Conv2d(cfg.head_channels, 4 * k2, 1)
         self.detection = (nn.Conv2d(cfg.head_channels, k2 * classes, 1)
@@ -171,11 +178,16 @@ class FCISHead(nn.Module):
         for layer in (self.reduce, self.inside_outside, self.boxes, self.detection):
             if layer is not None:
                 nn.init.normal_(layer.weight, std=0.01)
-                assert layer.bias is not None
-                nn.init.zeros_(layer.bias)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+        if self.reduce_norm is not None:
+            init_normalised_conv(self.reduce)
 
     def forward(self, c5: Tensor) -> ScoreMaps:
-        x = self.reduce(c5).relu_()
+        x = self.reduce(c5)
+        if self.reduce_norm is not None:
+            x = self.reduce_norm(x)
+        x = x.relu_()
         det = self.detection(x) if self.detection is not None else None
         if self._rows_layout(x):
             return ScoreMaps(None, self.boxes(x), det, self._inside_outside_rows(x))

@@ -61,7 +61,13 @@ def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, c
                   ) -> Iterator[tuple[int, tuple[int, int, int, int], Tensor]]:
     """:func:`vote_masks` one detection at a time: ``(n, frame (x0, y0, x1, y1), voted (y1 - y0,
     x1 - x0))``, the voted mask inside the smallest pixel window holding the voters' boxes (zero
-    outside it). Voters are pasted in chunks of at most ``_PASTE_BUDGET`` pixels."""
+    outside it), in [0, 1]. Voters are pasted in chunks of at most ``_PASTE_BUDGET`` pixels.
+
+    The weighted average of values in [0, 1] is in [0, 1] in exact arithmetic; in float32 the
+    weights' sum over the voters, divided by their sum in another order, and the bilinear weights
+    of the pasting can round past 1 (1.0000002 was seen), so the result is clamped to [0, 1], the
+    output contract of every model's ``masks`` (torchvision's).
+    """
     height, width = image_size
     if len(kept_boxes) == 0:
         return
@@ -90,7 +96,7 @@ def voted_windows(kept_boxes: Tensor, kept_labels: Tensor, cand_boxes: Tensor, c
                 part = (w * pasted).sum(0)
             voted = part if voted is None else voted + part
         assert voted is not None  # members is never empty
-        yield n, frame, voted / weights.sum().clamp(min=1e-12)
+        yield n, frame, voted.div_(weights.sum().clamp(min=1e-12)).clamp_(0.0, 1.0)
 
 
 def masks_to_boxes_or_keep(masks: Tensor, boxes: Tensor, threshold: float) -> Tensor:

@@ -116,8 +116,10 @@ class FCIS(nn.Module):
                              balance_cls=cfg.cls_loss_balance)
 
     def lr_multipliers(self) -> dict[str, float]:
-        """Learning-rate multipliers by parameter name (the official 3× on ``conv_new_1``)."""
-        return {f"head.reduce.{n}": self.config.head_lr_mult for n, _ in self.head.reduce.named_parameters()}
+        """Learning-rate multipliers by parameter name (the official 3× on ``conv_new_1``, and on
+        the GroupNorm that follows it with ``norm="gn"``)."""
+        mult = self.config.head_lr_mult
+        return {f"head.{n}": mult for n, _ in self.head.named_parameters() if n.startswith(("reduce.", "reduce_norm."))}
 
     def score_candidates(self, maps: ScoreMaps, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
                          ) -> tuple[Tensor, Tensor, DetectionScores]:

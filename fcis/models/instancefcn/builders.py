@@ -18,7 +18,7 @@ def _instancefcn(depth: int, num_classes: int, weights_backbone: BackboneWeights
     pretrained = config.backbone_pretrained
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=True,
                        dilate_conv4=config.feature_stride == 8, frozen_bn=config.frozen_bn,
-                       trainable_layers=config.trainable_layers)
+                       trainable_layers=config.trainable_layers, norm=config.norm)
     return InstanceFCN(config, ResNetC4C5(net))
 
 

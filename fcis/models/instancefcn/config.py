@@ -47,6 +47,9 @@ class InstanceFCNConfig(ModelConfig):
     trainable_layers: int = 3        # ResNet stages that train, from the top (5 = all)
     frozen_bn: bool = True           # with ImageNet weights only; plain BN for a random backbone
     backbone_pretrained: bool = False
+    # "bn": BatchNorm in the ResNet, none in the branches; "gn": GroupNorm in the ResNet and after
+    # the instance branch's 1×1 reduce conv, random weights only (fcis/models/norm.py).
+    norm: str = "bn"
 
     # Input resizing (short side, long side limit) and normalisation (ImageNet statistics).
     min_size: int = 600

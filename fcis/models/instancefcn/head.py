@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..norm import head_norm, init_normalised_conv
 from .config import InstanceFCNConfig
 
 __all__ = ["InstanceBranch", "ObjectnessBranch"]
@@ -12,12 +13,14 @@ __all__ = ["InstanceBranch", "ObjectnessBranch"]
 def _init(*layers: nn.Conv2d) -> None:
     for layer in layers:
         nn.init.normal_(layer.weight, std=0.01)
-        assert layer.bias is not None
-        nn.init.zeros_(layer.bias)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
 
 
 class InstanceBranch(nn.Module):
-    """1×1 conv (512) + ReLU + 3×3 conv to the k² instance-sensitive score maps.
+    """1×1 conv (512) + ReLU + 3×3 conv to the k² instance-sensitive score maps; with
+    ``cfg.norm == "gn"`` the 1×1 conv has no bias, He-normal weights and GroupNorm
+    (``reduce_norm``) comes before the ReLU (:mod:`fcis.models.norm`).
 
     forward(features: (N, C, H, W)) -> (N, k², H, W) logits; map i·k + j scores "this pixel
     belongs to an instance at relative position (row i, column j)".
@@ -25,12 +28,19 @@ class InstanceBranch(nn.Module):
 
     def __init__(self, cfg: InstanceFCNConfig, in_channels: int) -> None:
         super().__init__()
-        self.reduce = nn.Conv2d(in_channels, cfg.instance_channels, 1)
+        norm = head_norm(cfg.norm)
+        self.reduce = nn.Conv2d(in_channels, cfg.instance_channels, 1, bias=norm is None)
+        self.reduce_norm = norm(cfg.instance_channels) if norm is not None else None
         self.scores = nn.Conv2d(cfg.instance_channels, cfg.group_size ** 2, 3, padding=1)
         _init(self.reduce, self.scores)
+        if self.reduce_norm is not None:
+            init_normalised_conv(self.reduce)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.scores(self.reduce(features).relu())
+        x = self.reduce(features)
+        if self.reduce_norm is not None:
+            x = self.reduce_norm(x)
+        return self.scores(x.relu())
 
 
 class ObjectnessBranch(nn.Module):

@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from ..mask_paste import MaskWindow, paste_masks_in_frame, paste_window, tight_window_box
+from ..mask_paste import MaskWindow, paste_masks_in_frame, paste_probabilities, paste_window, tight_window_box
 
 __all__ = ["mask_nms", "tight_boxes", "rank_proposals", "select_proposals", "proposal_windows"]
 
@@ -95,7 +95,7 @@ def select_proposals(scores: Tensor, boxes: Tensor, mask_probs: Tensor, image_si
     keep = rank_proposals(mask_probs, boxes if nms_boxes is None else nms_boxes,
                           image_size if nms_size is None else nms_size, nms_iou=nms_iou,
                           nms_resolution=nms_resolution, mask_threshold=mask_threshold, limit=limit)
-    masks = paste_masks_in_frame(mask_probs[keep], boxes[keep], (0, 0, width, height))
+    masks = paste_probabilities(mask_probs[keep], boxes[keep], (0, 0, width, height))
     binary = masks >= mask_threshold
     nonempty = binary.flatten(1).any(1)
     keep, masks, binary = keep[nonempty], masks[nonempty], binary[nonempty]

@@ -9,6 +9,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from ..backbone import BackboneWeights, build_resnet
 from ..builder_config import builder_config
 from ..fast_resnet import ResNetLayerGetter
+from ..norm import head_norm
 from .config import MaskRCNNConfig
 from .model import MaskRCNN
 
@@ -21,10 +22,12 @@ def _maskrcnn(depth: int, num_classes: int, weights_backbone: BackboneWeights,
     pretrained = config.backbone_pretrained
     # As torchvision's maskrcnn_resnet50_fpn: FrozenBatchNorm and `trainable_layers` stages with
     # ImageNet weights; plain BatchNorm and all 5 stages trainable for a random backbone.
+    # With norm="gn": GroupNorm in the ResNet and the FPN (detectron2's scratch GN Mask R-CNN;
+    # the heads: MaskRCNN.__init__).
     net = build_resnet(depth, weights_backbone, pretrained=pretrained, dilate_conv5=False,
-                       frozen_bn=True, trainable_layers=config.trainable_layers)
+                       frozen_bn=True, trainable_layers=config.trainable_layers, norm=config.norm)
     trainable = config.trainable_layers if pretrained else 5
-    backbone = _resnet_fpn_extractor(net, trainable)
+    backbone = _resnet_fpn_extractor(net, trainable, norm_layer=head_norm(config.norm))
     # Channels-last on the CPU and BatchNorm folded at inference, as FCIS's ResNet (fast_resnet.py).
     backbone.body = ResNetLayerGetter.replacing(backbone.body)
     return MaskRCNN(config, backbone)

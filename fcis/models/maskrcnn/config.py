@@ -48,6 +48,10 @@ class MaskRCNNConfig(TwoStageConfig):
     # Set by the builders when ImageNet weights are loaded; decides frozen BN and frozen stages,
     # so that a checkpoint rebuilds the same layers without the weights file.
     backbone_pretrained: bool = False
+    # "bn": BatchNorm in the ResNet, torchvision's heads (two-MLP box head, no normalisation).
+    # "gn": detectron2's scratch GN Mask R-CNN: GroupNorm in the ResNet, the FPN, a 4-conv + 1-fc
+    # box head and the mask head; random weights only (fcis/models/norm.py).
+    norm: str = "bn"
 
     # Input resizing (short side, long side limit) and normalisation (ImageNet statistics).
     min_size: int = 800

@@ -10,10 +10,13 @@ from torch import Tensor
 from torchvision.models.detection import mask_rcnn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from torchvision.models.detection.transform import resize_boxes
 
 from ..mask_paste import MaskWindow
+from ..norm import head_norm
 from ..rcnn_transform import RCNNTransform
 from .config import MaskRCNNConfig
 
@@ -30,14 +33,25 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
     probabilities at the input image's size; binarise at ``config.mask_threshold`` (0.5).
     images: list of (3, H, W) float tensors in [0, 1]; targets: list of dicts with ``boxes``
     (G, 4) xyxy, ``labels`` (G,) int64 in 1..C and ``masks`` (G, H, W) uint8 (G may be 0).
+
+    With ``config.norm == "gn"`` the RoI heads are detectron2's scratch GN ones: the box head
+    4 convs (256, GroupNorm, ReLU) + 1 fc (1024) (torchvision's ``FastRCNNConvFCHead``) instead
+    of two fc layers, and the mask head's 4 convs with GroupNorm (``MaskRCNNHeads``); the
+    backbone (ResNet and FPN) is built with GroupNorm by the builders.
     """
 
     def __init__(self, config: MaskRCNNConfig, backbone: BackboneWithFPN) -> None:
         anchors = AnchorGenerator(tuple((s,) for s in config.anchor_sizes),
                                   (config.aspect_ratios,) * len(config.anchor_sizes))
+        heads = {}
+        norm = head_norm(config.norm)
+        if norm is not None:
+            channels = backbone.out_channels
+            heads = {"box_head": FastRCNNConvFCHead((channels, 7, 7), [256] * 4, [1024], norm_layer=norm),
+                     "mask_head": MaskRCNNHeads(channels, [256] * 4, 1, norm_layer=norm)}
         super().__init__(backbone, num_classes=config.num_classes + 1,
                          image_mean=list(config.image_mean), image_std=list(config.image_std),
-                         rpn_anchor_generator=anchors, **config.torchvision_kwargs())
+                         rpn_anchor_generator=anchors, **heads, **config.torchvision_kwargs())
         self.config = config
         self.transform = RCNNTransform(config.min_size, config.max_size, list(config.image_mean),
                                        list(config.image_std))       # a very thin image keeps 1 px per side
@@ -85,5 +99,5 @@ def _windows(det: dict[str, Tensor], size: tuple[int, int], original: tuple[int,
         w, h = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
         mask = F.interpolate(masks[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         wx0, wx1, wy0, wy1 = max(x0, 0), min(x1 + 1, width), max(y0, 0), min(y1 + 1, height)
-        window = mask[wy0 - y0:max(wy1, wy0) - y0, wx0 - x0:max(wx1, wx0) - x0]
+        window = mask[wy0 - y0:max(wy1, wy0) - y0, wx0 - x0:max(wx1, wx0) - x0].clamp_(0.0, 1.0)  # as postprocess
         yield MaskWindow(boxes[k], int(labels[k]), float(scores[k]), window, wx0, wy0, original)
