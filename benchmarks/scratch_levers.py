@@ -107,6 +107,23 @@ ROWS: tuple[Row, ...] = (
     Row("maskrcnn_none", "Mask R-CNN, no lever, FCIS 'all' time", all_off(), model=MASKRCNN, equal_time_to="all"),
 )
 ROW_BY_KEY = {r.key: r for r in ROWS}
+#: Names ``--rows`` also takes for several rows: ``core`` answers "what does each lever add to the
+#: new bare command" (leave-one-out) and how Mask R-CNN compares; ``alone`` adds each lever to none.
+ROW_GROUPS: dict[str, tuple[str, ...]] = {
+    "core": ("before", "all", "none", *(f"off_{lv.key}" for lv in LEVERS), "maskrcnn_all"),
+    "alone": tuple(f"only_{lv.key}" for lv in LEVERS),
+    "maskrcnn": tuple(r.key for r in ROWS if r.model == MASKRCNN),
+}
+
+
+def expand_rows(names: list[str]) -> list[Row]:
+    """Rows of ``names`` (row keys or :data:`ROW_GROUPS` names) in :data:`ROWS` order, once each.
+    Raises ValueError naming the unknown ones."""
+    unknown = sorted(n for n in names if n not in ROW_BY_KEY and n not in ROW_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; rows: {', '.join(ROW_BY_KEY)}; groups: {', '.join(ROW_GROUPS)}")
+    wanted = {k for n in names for k in ROW_GROUPS.get(n, (n,))}
+    return [r for r in ROWS if r.key in wanted]
 
 
 @dataclass(frozen=True)
@@ -291,7 +308,7 @@ class Plan:
     iterations: int
     threads: int | None
     codes: dict[str, Path]
-    calibration_iterations: int = 20
+    calibration_iterations: int = 12
     extra: tuple[str, ...] = ()
     dry_run: bool = False
 
@@ -426,12 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
                             f"--dataset-dir, else OUT/data/{name}) and use it")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME",
                    help=f"default: {' '.join(DATASETS)}")
-    p.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], metavar="ROW", help="default: every row")
+    p.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], metavar="ROW",
+                   help="row keys (--list) or groups: " + "; ".join(f"{k} = {' '.join(v)}" for k, v in
+                                                                  ROW_GROUPS.items()) + " (default: every row)")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS / MKL_NUM_THREADS of the children")
     p.add_argument("--code", type=Path, default=REPO, help="checkout the 'new' rows run (default: this one)")
     p.add_argument("--before-code", type=Path, help="checkout of the code before issue 22 (the 'before' rows)")
-    p.add_argument("--calibration-iterations", type=int, default=20,
+    p.add_argument("--calibration-iterations", type=int, default=12,
                    help="iterations of the Mask R-CNN speed calibration (equal-time rows)")
     p.add_argument("--extra", default="", help="flags added to every train command, e.g. for a smoke test "
                    "'--min-size 64 --max-size 80' (recorded; an ablation leaves it empty)")
@@ -447,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list:
+        for name, keys in ROW_GROUPS.items():
+            print(f"group {name}: {' '.join(keys)}")
         for r in ROWS:
             extra = f" [{r.model}, {'equal time to ' + r.equal_time_to if r.equal_time_to else ''}]" \
                 if r.model != FCIS else ""
@@ -454,9 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         raise SystemExit("--out is required")
-    unknown = sorted(set(args.rows) - set(ROW_BY_KEY))
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; see --list")
+    try:
+        rows = expand_rows(args.rows)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / RESULTS_NAME
@@ -468,7 +490,6 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(results_file)
 
     if not args.report_only:
-        rows = [ROW_BY_KEY[k] for k in args.rows]
         codes = {"new": args.code.resolve()}
         if any(r.code == "before" for r in rows):
             if args.before_code is None:

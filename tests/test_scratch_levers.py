@@ -36,6 +36,16 @@ def test_rows_turn_each_lever_off_alone_and_on_alone():
             assert keys.index(row.equal_time_to) < keys.index(row.key)  # its reference runs first
 
 
+def test_row_groups_expand_in_table_order():
+    core = [r.key for r in sl.expand_rows(["core"])]
+    assert core[:3] == ["before", "all", "none"] and core[-1] == "maskrcnn_all"
+    assert [r.key for r in sl.expand_rows(["only_gn", "all", "all"])] == ["all", "only_gn"]
+    assert {r.key for r in sl.expand_rows(["alone", "maskrcnn"])} == {
+        *(f"only_{lv.key}" for lv in sl.LEVERS), "maskrcnn_all", "maskrcnn_none"}
+    with pytest.raises(ValueError, match="nope"):
+        sl.expand_rows(["all", "nope"])
+
+
 def _square(x, y, s):
     return [[x, y, x + s, y, x + s, y + s, x, y + s]]
 
