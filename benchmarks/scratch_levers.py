@@ -465,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    dirs = _parse_dirs(args.dataset_dir)
+    for name, spec in SETS.items():  # before --list: `--prepare-NAME SNAPSHOT --out DIR --list` only prepares
+        snapshot = getattr(args, f"prepare_{name}")
+        if snapshot is not None:
+            if args.out is None and name not in dirs:
+                raise SystemExit(f"--prepare-{name} writes into --dataset-dir {name}=DIR or OUT/data/{name}: give one")
+            target = dirs.setdefault(name, args.out.resolve() / "data" / name)
+            print(f"preparing {name} from {snapshot} into {target}", flush=True)
+            prepare_snapshot_set(spec, snapshot, target)
     if args.list:
         for name, keys in ROW_GROUPS.items():
             print(f"group {name}: {' '.join(keys)}")
@@ -495,13 +504,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.before_code is None:
                 raise SystemExit("the 'before' rows need --before-code DIR (a checkout of main at 73cdbd3)")
             codes["before"] = args.before_code.resolve()
-        dirs = _parse_dirs(args.dataset_dir)
-        for name, spec in SETS.items():
-            snapshot = getattr(args, f"prepare_{name}")
-            if snapshot is not None:
-                target = dirs.setdefault(name, out / "data" / name)
-                print(f"preparing {name} from {snapshot} into {target}", flush=True)
-                prepare_snapshot_set(spec, snapshot, target)
         datasets = {}
         for name in args.datasets:
             if name in dirs:
