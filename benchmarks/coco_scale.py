@@ -113,15 +113,15 @@ def machine_state() -> dict[str, Any]:
 # --- 1 + 2: fcis train ----------------------------------------------------------------------------
 
 def first_step(code: Path, json_path: Path, out: Path, *, iterations: int, sample: float, threads: int,
-               model: str) -> dict[str, Any]:
-    """Measurements 1 and 2 for the checkout ``code``."""
+               model: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Measurements 1 and 2 for the checkout ``code`` (``extra``: more ``fcis train`` flags)."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(code)}
     cmd = [sys.executable, "-m", "fcis", "train", "--model", model, "--train", str(json_path),
            "--image-root", str(json_path.parent / "images"), "--output", str(out), "--workers", "4", "--iterations", str(iterations), "--log-every", "1",
-           "--checkpoint-every", str(10 * iterations), "--no-progress", "--overwrite"]
+           "--checkpoint-every", str(10 * iterations), "--no-progress", "--overwrite", *extra]
     state = machine_state()
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--forks", type=int, default=4)
     ap.add_argument("--parallel-forks", action="store_true", help="run the forked readers at the same time")
     ap.add_argument("--only", default="train,epoch,forks")
+    ap.add_argument("--train-args", default="", help="more flags for the after checkout's fcis train, e.g. "
+                    "'--input-size model' (one string, split on blanks)")
     ap.add_argument("--out", default=None, help="JSON of every number (default: <work>/coco_scale_<images>.json)")
     args = ap.parse_args(argv)
 
@@ -377,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         if "train" in only:
             print(f"[{name}] training run on {big.name} ...", flush=True)
             run["train"] = first_step(code, big, work / f"run_{name}", iterations=args.iterations, sample=args.sample,
-                                      threads=args.threads, model=args.model)
+                                      threads=args.threads, model=args.model,
+                                      extra=tuple(args.train_args.split()) if name == "after" else ())
         if "epoch" in only:
             print(f"[{name}] one epoch through 4 workers on {small.name} ...", flush=True)
             run["epoch"] = _in_checkout(code, "epoch", "--json", str(small))

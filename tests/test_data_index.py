@@ -163,10 +163,13 @@ def _assert_same(path, build):
     return kept, dropped
 
 
+@pytest.mark.parametrize("parser", ["default", "stdlib"])
 @pytest.mark.parametrize("chunk", [1 << 22, 700, 60])
 @pytest.mark.parametrize("layout", ["compact", "indented", "annotations first"])
-def test_index_matches_the_per_annotation_checks(tmp_path, monkeypatch, chunk, layout):
+def test_index_matches_the_per_annotation_checks(tmp_path, monkeypatch, chunk, layout, parser):
     monkeypatch.setattr(index_mod, "_CHUNK_CHARS", chunk)   # small: many chunks, cuts inside strings
+    if parser == "stdlib":   # the chunk parser without orjson
+        monkeypatch.setattr(index_mod, "_loads", json.loads)
     data = _zoo()
     if layout == "annotations first":
         data = {"annotations": data["annotations"], "categories": data["categories"], "images": data["images"]}
