@@ -11,8 +11,8 @@ Every row is ``fcis train`` exactly as a user types it -- the bare command
     python -m fcis train --model fcis_resnet18 --train T --output O --iterations 300 --batch-size 2 \\
         --device cpu --overwrite --no-progress
 
-plus the row's flags (:data:`ROWS`: each lever of :data:`LEVERS` off alone, on alone, all off, and
-the bare command itself), then ``python -m fcis evaluate --weights O/last.pt --data V --output
+plus the row's flags (:data:`ROWS`: each default lever of :data:`LEVERS` off alone, on alone, all
+off; each extra lever on beside the defaults; and the bare command itself), then ``python -m fcis evaluate --weights O/last.pt --data V --output
 O/eval --device cpu --no-progress``. A row runs the code of a checkout: ``--code`` (default: this
 one) or, for the ``before`` rows, ``--before-code`` (main at 73cdbd3, before issue 22); the child
 processes run in that folder with it first on ``PYTHONPATH``, and the commit, a dirty flag and the
@@ -60,27 +60,37 @@ RESULTS_NAME = "scratch_levers.json"
 
 @dataclass(frozen=True)
 class Lever:
-    """One of issue 22's levers: on in the new bare command, ``off`` are the flags that turn it off
-    (read from the branches that add them; edit here when a flag is renamed at merge)."""
+    """One of issue 22's levers. A *default* lever is on in the bare command and ``off`` are the
+    flags that turn it off; an *extra* lever was measured and left off (it did not help at equal
+    iterations): ``on`` are the flags that turn it on."""
 
     key: str
     label: str
-    off: tuple[str, ...]
+    off: tuple[str, ...] = ()
+    on: tuple[str, ...] = ()
+
+    @property
+    def default(self) -> bool:
+        return bool(self.off)
 
 
+#: Issue 22's levers: the three defaults of the bare command (leave-one-out rows ``off_*``), then the
+#: three measured and left off (rows ``plus_*``: the bare command with one of them on).
 LEVERS: tuple[Lever, ...] = (
-    Lever("anchors", "class-balanced anchor fit, its count of sizes", ("--anchors", "fit-boxes")),
-    Lever("input_size", "input size from the data", ("--input-size", "model")),
-    Lever("gn", "GroupNorm (off: BatchNorm)", ("--set", "norm=bn")),
-    Lever("scale_jitter", "scale jitter", ("--scale-jitter", "1", "1")),
-    Lever("photometric", "colour jitter", ("--no-photometric",)),
-    Lever("copy_paste", "copy-paste", ("--copy-paste", "0")),
+    Lever("anchors", "class-balanced anchor fit, its count of sizes", off=("--anchors", "fit-boxes")),
+    Lever("input_size", "input size from the data", off=("--input-size", "model")),
+    Lever("copy_paste", "copy-paste", off=("--copy-paste", "0")),
+    Lever("gn", "GroupNorm (instead of BatchNorm)", on=("--set", "norm=gn")),
+    Lever("scale_jitter", "scale jitter 0.5-1.5", on=("--scale-jitter", "0.5", "1.5")),
+    Lever("photometric", "colour jitter", on=("--photometric",)),
 )
+DEFAULT_LEVERS = tuple(lv for lv in LEVERS if lv.default)
+EXTRA_LEVERS = tuple(lv for lv in LEVERS if not lv.default)
 
 
 def all_off(except_key: str | None = None) -> tuple[str, ...]:
-    """The flags that turn every lever off, but ``except_key``'s."""
-    return tuple(flag for lever in LEVERS if lever.key != except_key for flag in lever.off)
+    """The flags that turn every default lever off, but ``except_key``'s."""
+    return tuple(flag for lever in DEFAULT_LEVERS if lever.key != except_key for flag in lever.off)
 
 
 @dataclass(frozen=True)
@@ -101,8 +111,9 @@ ROWS: tuple[Row, ...] = (
     Row("before", "before (main at 73cdbd3)", code="before"),
     Row("all", "all levers (the new bare command)"),
     Row("none", "no lever (new code, every lever off)", all_off()),
-    *(Row(f"off_{lv.key}", f"all but {lv.label}", lv.off) for lv in LEVERS),
-    *(Row(f"only_{lv.key}", f"only {lv.label}", all_off(lv.key)) for lv in LEVERS),
+    *(Row(f"off_{lv.key}", f"all but {lv.label}", lv.off) for lv in DEFAULT_LEVERS),
+    *(Row(f"only_{lv.key}", f"only {lv.label}", all_off(lv.key)) for lv in DEFAULT_LEVERS),
+    *(Row(f"plus_{lv.key}", f"all and {lv.label}", lv.on) for lv in EXTRA_LEVERS),
     Row("maskrcnn_all", "Mask R-CNN, all levers, FCIS 'all' time", model=MASKRCNN, equal_time_to="all"),
     Row("maskrcnn_none", "Mask R-CNN, no lever, FCIS 'all' time", all_off(), model=MASKRCNN, equal_time_to="all"),
 )
@@ -110,8 +121,9 @@ ROW_BY_KEY = {r.key: r for r in ROWS}
 #: Names ``--rows`` also takes for several rows: ``core`` answers "what does each lever add to the
 #: new bare command" (leave-one-out) and how Mask R-CNN compares; ``alone`` adds each lever to none.
 ROW_GROUPS: dict[str, tuple[str, ...]] = {
-    "core": ("before", "all", "none", *(f"off_{lv.key}" for lv in LEVERS), "maskrcnn_all"),
-    "alone": tuple(f"only_{lv.key}" for lv in LEVERS),
+    "core": ("before", "all", "none", *(f"off_{lv.key}" for lv in DEFAULT_LEVERS), "maskrcnn_all"),
+    "alone": tuple(f"only_{lv.key}" for lv in DEFAULT_LEVERS),
+    "extra": tuple(f"plus_{lv.key}" for lv in EXTRA_LEVERS),
     "maskrcnn": tuple(r.key for r in ROWS if r.model == MASKRCNN),
 }
 
@@ -514,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"unknown dataset {name!r}: one of {', '.join(DATASETS)} or a --dataset-dir NAME")
         settings = {"iterations": args.iterations, "batch_size": 2, "threads": args.threads,
                     "extra": args.extra, "calibration_iterations": args.calibration_iterations,
-                    "levers": {lv.key: {"label": lv.label, "off": list(lv.off)} for lv in LEVERS}}
+                    "levers": {lv.key: {"label": lv.label, "off": list(lv.off), "on": list(lv.on)}
+                               for lv in LEVERS}}
         old = results.get("settings")
         if old and (old.get("iterations"), old.get("extra")) != (args.iterations, args.extra):
             raise SystemExit(f"{results_file} holds rows of --iterations {old.get('iterations')} --extra "

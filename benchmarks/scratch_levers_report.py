@@ -149,8 +149,12 @@ def render(results: dict[str, Any]) -> str:
                    + (" (uncommitted changes)" if c.get("dirty") else "") + f", imports {c.get('fcis_imported_from')}")
     levers = s.get("levers", {})
     if levers:
-        out.append("- levers (flags that turn each off): " + "; ".join(
-            f"{v['label']}: `{' '.join(v['off'])}`" for v in levers.values()))
+        out.append("- levers of the bare command (flags that turn each off): " + "; ".join(
+            f"{v['label']}: `{' '.join(v['off'])}`" for v in levers.values() if v.get("off")))
+        extra = [v for v in levers.values() if v.get("on")]
+        if extra:
+            out.append("- levers measured and left off (flags that turn each on): " + "; ".join(
+                f"{v['label']}: `{' '.join(v['on'])}`" for v in extra))
     for name, entry in results.get("datasets", {}).items():
         summ = (entry.get("data") or {}).get("summary") or {}
         if summ:

@@ -22,14 +22,17 @@ from fcis.evaluation.coco_eval import evaluate_coco
 def test_rows_turn_each_lever_off_alone_and_on_alone():
     keys = [r.key for r in sl.ROWS]
     assert len(keys) == len(set(keys))
-    every_off = [f for lv in sl.LEVERS for f in lv.off]
+    every_off = [f for lv in sl.DEFAULT_LEVERS for f in lv.off]
+    assert {lv.key for lv in sl.DEFAULT_LEVERS} == {"anchors", "input_size", "copy_paste"}   # the bare command's
     assert sl.ROW_BY_KEY["all"].flags == () and sl.ROW_BY_KEY["all"].code == "new"
     assert sl.ROW_BY_KEY["before"].flags == () and sl.ROW_BY_KEY["before"].code == "before"
     assert list(sl.ROW_BY_KEY["none"].flags) == every_off
-    for lv in sl.LEVERS:
-        assert sl.ROW_BY_KEY[f"off_{lv.key}"].flags == lv.off
+    for lv in sl.DEFAULT_LEVERS:
+        assert sl.ROW_BY_KEY[f"off_{lv.key}"].flags == lv.off and not lv.on
         only = list(sl.ROW_BY_KEY[f"only_{lv.key}"].flags)
-        assert only == [f for other in sl.LEVERS if other is not lv for f in other.off]
+        assert only == [f for other in sl.DEFAULT_LEVERS if other is not lv for f in other.off]
+    for lv in sl.EXTRA_LEVERS:
+        assert sl.ROW_BY_KEY[f"plus_{lv.key}"].flags == lv.on and lv.on and not lv.off
     for row in sl.ROWS:
         if row.equal_time_to:
             assert row.model == sl.MASKRCNN and sl.ROW_BY_KEY[row.equal_time_to].model == sl.FCIS
@@ -39,9 +42,9 @@ def test_rows_turn_each_lever_off_alone_and_on_alone():
 def test_row_groups_expand_in_table_order():
     core = [r.key for r in sl.expand_rows(["core"])]
     assert core[:3] == ["before", "all", "none"] and core[-1] == "maskrcnn_all"
-    assert [r.key for r in sl.expand_rows(["only_gn", "all", "all"])] == ["all", "only_gn"]
+    assert [r.key for r in sl.expand_rows(["plus_gn", "all", "all"])] == ["all", "plus_gn"]
     assert {r.key for r in sl.expand_rows(["alone", "maskrcnn"])} == {
-        *(f"only_{lv.key}" for lv in sl.LEVERS), "maskrcnn_all", "maskrcnn_none"}
+        *(f"only_{lv.key}" for lv in sl.DEFAULT_LEVERS), "maskrcnn_all", "maskrcnn_none"}
     with pytest.raises(ValueError, match="nope"):
         sl.expand_rows(["all", "nope"])
 
