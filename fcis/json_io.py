@@ -10,11 +10,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-__all__ = ["jsonable", "write_json"]
+__all__ = ["jsonable", "write_atomic", "write_json"]
 
 
 def jsonable(x: Any) -> Any:
@@ -41,19 +41,20 @@ def _is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
-    """Write ``jsonable(data)`` to ``path`` atomically: a temporary file in the same folder,
-    fsync'd, then ``os.replace``; a reader sees the old file or the new one, never half of one.
-    Creates the folder. ``indent=None`` writes compactly (large files). Returns the path."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, suffix: str = ".tmp",
+                 fsync: bool = True) -> Path:
+    """Write a file atomically: ``write(f)`` fills a temporary file in the same folder (``fsync``'d),
+    which then replaces ``path`` (``os.replace``); a reader sees the old file or the new one, never
+    half of one. Creates the folder; the temporary file is removed on any error. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(jsonable(data), indent=indent, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
@@ -61,3 +62,10 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) ->
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
+    """Write ``jsonable(data)`` to ``path`` atomically (:func:`write_atomic`). ``indent=None``
+    writes compactly (large files). Returns the path."""
+    text = json.dumps(jsonable(data), indent=indent, allow_nan=False) + "\n"
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")), suffix=".json.tmp")

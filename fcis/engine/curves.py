@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..json_io import write_atomic
 
 __all__ = ["Curves", "curves_from_records", "render_curves", "draw_curves", "CurvePlotter", "read_log", "layout",
            "SIZE"]
@@ -432,19 +433,8 @@ def draw_curves(records: Iterable[dict[str, Any]] | Curves, path: str | os.PathL
     image = render_curves(curves, total_iterations=total_iterations, title=title, size=size)
     info = PngInfo()
     info.add_text("fcis-curves", json.dumps(curves.summary()))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info, compress_level=3)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda f: image.save(f, format="PNG", pnginfo=info, compress_level=3),
+                        suffix=".png.tmp", fsync=False)
 
 
 class CurvePlotter:
