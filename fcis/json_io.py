@@ -41,7 +41,7 @@ def _is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, suffix: str = ".tmp",
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, suffix: str = ".tmp",
                  fsync: bool = True) -> Path:
     """Write a file atomically: ``write(f)`` fills a temporary file in the same folder (``fsync``'d),
     which then replaces ``path`` (``os.replace``); a reader sees the old file or the new one, never
