@@ -257,22 +257,11 @@ def per_class_ap(gt: Any, results: list[dict], iou_type: str = "segm", max_dets:
     of COCOeval's ``precision[:, :, k, all areas, max_dets]`` (AP) and of its IoU-0.5 slice (AP50),
     as ``fcis.evaluation.evaluate_coco`` reads the overall figures; ``nan`` for a category without
     ground truth. Keyed by category name; ``instances`` = its non-crowd GT count."""
-    import contextlib
-    import io
-
-    from pycocotools.cocoeval import COCOeval
-
-    from fcis.evaluation.coco_eval import load_res, results_for_iou_type
+    from fcis.evaluation.coco_eval import accumulated_cocoeval, load_res, results_for_iou_type
     from fcis.evaluation.ground_truth import load_coco_gt
 
     coco = load_coco_gt(gt)
-    dt = load_res(coco, results_for_iou_type(results, iou_type))
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(coco, dt, iou_type)
-        ev.params.imgIds = sorted(coco.getImgIds())
-        ev.params.maxDets = [1, 10, int(max_dets)]
-        ev.evaluate()
-        ev.accumulate()
+    ev = accumulated_cocoeval(coco, load_res(coco, results_for_iou_type(results, iou_type)), iou_type, max_dets)
     precision = ev.eval["precision"]  # [IoU T, recall R, category K, area A, maxDets M]
     iou50 = [round(float(t), 2) for t in ev.params.iouThrs].index(0.5)
 

@@ -66,6 +66,19 @@ def load_res(coco_gt: COCO, results: list[dict]) -> COCO:
         return res
 
 
+def accumulated_cocoeval(gt: COCO, dt: COCO, iou_type: str, max_dets: int = 100) -> COCOeval:
+    """``COCOeval`` of ``dt`` against ``gt`` over all GT image ids, counting the ``max_dets``
+    best detections per image and category, evaluated and accumulated with its prints silenced
+    (``ev.eval["precision"]`` is [IoU T, recall R, category K, area A, maxDets M])."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, dt, iou_type)
+        ev.params.imgIds = sorted(gt.getImgIds())
+        ev.params.maxDets = [1, 10, int(max_dets)]
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
 def evaluate_coco(coco_gt: CocoLike, results: list[dict], iou_type: str, *, max_dets: int = 100) -> dict[str, float]:
     """COCO AP of ``results`` (COCO results entries) against ``coco_gt`` (a ``COCO``, a JSON path
     or an annotation dict), ``iou_type`` ``"segm"`` (mask IoU) or ``"bbox"``.
@@ -85,13 +98,7 @@ def evaluate_coco(coco_gt: CocoLike, results: list[dict], iou_type: str, *, max_
     gt = load_coco_gt(coco_gt)
     check_results(gt, results, need_segmentation=iou_type == "segm")
     prepared = results_for_iou_type(results, iou_type)
-    dt = load_res(gt, prepared)
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(gt, dt, iou_type)
-        ev.params.imgIds = sorted(gt.getImgIds())
-        ev.params.maxDets = [1, 10, int(max_dets)]
-        ev.evaluate()
-        ev.accumulate()
+    ev = accumulated_cocoeval(gt, load_res(gt, prepared), iou_type, max_dets)
     # COCOeval.summarize's first line hard-codes maxDets=100: read the same numbers from
     # eval["precision"] [T, R, K, A, M] at the last maxDets (A: all, small, medium, large).
     precision = ev.eval["precision"]
