@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from torchvision.ops import nms
 
 from ..models.fcis import FCIS
+from ..models.fcis.fine_features import head_input
 from ..models.fcis.head import RoIScores
 
 __all__ = ["FCISOnnxGraph", "export_onnx", "export_checkpoint", "onnx_op_domains", "FORMAT",
@@ -88,6 +89,7 @@ class FCISOnnxGraph(nn.Module):
         cfg = model.config
         self.config = cfg
         self.backbone = model.backbone
+        self.fine = model.fine
         self.head = model.head
         self.rpn_head = model.rpn.head
         self.rpn_box_coder = model.rpn.box_coder
@@ -101,10 +103,10 @@ class FCISOnnxGraph(nn.Module):
         self.register_buffer("cell_anchors", cell.detach().clone().float(), persistent=False)
         # The strides of conv4 (the RPN's map; torchvision's AnchorGenerator derives it from the
         # sizes) and conv5 (the score maps), measured on the backbone: stored in the metadata.
-        self.rpn_stride, self.feature_stride = feature_strides(model.backbone)
+        self.rpn_stride, self.feature_stride = feature_strides(model.backbone, model.fine)
         self.size_divisible = int(model.transform.size_divisible)   # the batch padding of the eager model
         if self.feature_stride != model.feature_stride:
-            raise ExportError(f"the backbone's conv5 is at stride {self.feature_stride}, but the head assembles "
+            raise ExportError(f"the head's input is at stride {self.feature_stride}, but the head assembles "
                               f"at stride {model.feature_stride}")
 
     def anchors(self, fh: int, fw: int) -> Tensor:
@@ -146,7 +148,7 @@ class FCISOnnxGraph(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         h, w = image.shape[-2:]
         padded = F.pad(image, (0, (-w) % self.size_divisible, 0, (-h) % self.size_divisible))
-        c4, c5 = self.backbone(padded)
+        c4, c5 = head_input(self.backbone, self.fine, padded)
         proposals = self.proposals(c4, h, w)
         maps = self.head(c5)
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
@@ -162,15 +164,17 @@ class FCISOnnxGraph(nn.Module):
         return boxes, scores.class_logits.softmax(-1), scores.mask_probs()
 
 
-def feature_strides(backbone: nn.Module) -> tuple[int, int]:
-    """(conv4 stride, conv5 stride) of a :class:`fcis.models.backbone.ResNetC4C5`, measured: the
+def feature_strides(backbone: nn.Module, fine: nn.Module | None = None) -> tuple[int, int]:
+    """(conv4 stride, the head input's stride) of a :class:`fcis.models.backbone.ResNetC4C5` (conv5,
+    or with ``fine`` the stride-8 merge of :mod:`fcis.models.fcis.fine_features`), measured: the
     input size over the map sizes of one zero image (in eval mode, without gradients)."""
     size = 2 * SIZE_DIVISIBLE
     was_training = backbone.training
     param = next(backbone.parameters())
     try:
         with torch.no_grad():
-            c4, c5 = backbone.eval()(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
+            c4, c5 = head_input(backbone.eval(), fine,  # type: ignore[arg-type]
+                                torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
     finally:
         backbone.train(was_training)
     return size // c4.shape[-1], size // c5.shape[-1]

@@ -139,6 +139,7 @@ class ResNetC4C5(nn.Module):
         block = net.layer4[-1]
         self.c5_channels = (block.conv3 if hasattr(block, "conv3") else block.conv2).out_channels
         self.c4_channels = self.c5_channels // 2
+        self.c3_channels = self.c5_channels // 4
         self._bn_folder = BatchNormFolder()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,3 +148,12 @@ class ResNetC4C5(nn.Module):
         c4, _ = run_resnet_modules(self.body.named_children(), x, self._bn_folder, fold)
         c5, _ = run_resnet_modules([("layer4", self.layer4)], c4, self._bn_folder, fold)
         return c4, c5
+
+    def with_conv3(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """As ``forward``, with conv3 (``layer2``'s output, stride 8, ``c3_channels``) first:
+        (c3, c4, c5)."""
+        x = cpu_channels_last(x)
+        fold = BatchNormFolder.applies(self)
+        c4, kept = run_resnet_modules(self.body.named_children(), x, self._bn_folder, fold, keep=("layer2",))
+        c5, _ = run_resnet_modules([("layer4", self.layer4)], c4, self._bn_folder, fold)
+        return kept["layer2"], c4, c5

@@ -67,6 +67,11 @@ class FCISConfig(TwoStageConfig):
     rpn_allowed_border: int | None = 0
     rpn_min_size: float = 2.0
 
+    # Stride of the head's score maps: 16, the paper's (conv5, dilated); 8, conv5 upsampled 2× plus
+    # a 1×1 projection of conv3 (fcis/models/fcis/fine_features.py), finer maps for small objects
+    # and mask detail at about 4× the head's cost. Needs dilate_conv5.
+    head_stride: int = field(default=16, metadata={"architecture": True})
+
     # Head: 1×1 conv to 1024, then 2·k²·(C+1) inside/outside maps and 4·k² box maps.
     head_channels: int = 1024
     group_size: int = 7            # k: k×k relative positions
@@ -146,6 +151,10 @@ class FCISConfig(TwoStageConfig):
                              f"got {self.mask_loss_normalization!r}")
         if self.score_maps not in ("joint", "separate"):
             raise ValueError(f"score_maps must be 'joint' or 'separate', got {self.score_maps!r}")
+        if self.head_stride not in (8, 16):
+            raise ValueError(f"head_stride must be 8 or 16, got {self.head_stride}")
+        if self.head_stride == 8 and not self.dilate_conv5:
+            raise ValueError("head_stride=8 needs dilate_conv5=True (conv5 at stride 16, upsampled 2×)")
         if self.resnet_style not in ("torchvision", "caffe"):
             raise ValueError(f"resnet_style must be 'torchvision' or 'caffe', got {self.resnet_style!r}")
         if self.resnet_style == "caffe" and self.depth < 50:
@@ -163,6 +172,6 @@ class FCISConfig(TwoStageConfig):
 
 #: Fields whose value the official variant fixes (the official test arithmetic has no other).
 OFFICIAL_FIXED: dict[str, object] = {
-    "dilate_conv5": True, "assemble_mode": "average", "score_maps": "joint", "two_pass": True,
+    "dilate_conv5": True, "head_stride": 16, "assemble_mode": "average", "score_maps": "joint", "two_pass": True,
     "mask_voting": True, "voting_binarize": True, "image_std": (1.0, 1.0, 1.0), "frozen_bn": True,
 }

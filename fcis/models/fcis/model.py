@@ -1,4 +1,5 @@
-"""The FCIS network: backbone, RPN on conv4, position-sensitive head on conv5."""
+"""The FCIS network: backbone, RPN on conv4, position-sensitive head on conv5 (or at stride 8, conv5
+merged with conv3: ``head_stride``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..mask_paste import MaskWindow
 from ..rcnn_transform import RCNNTransform
 from ..rpn import build_rpn
 from .config import FCISConfig
+from .fine_features import FineFeatures, head_input
 from .head import DetectionScores, FCISHead, ScoreMaps
 from .inference import select_detection_windows, select_detections
 from .losses import per_roi_losses, reduce_losses, select_hard, select_random
@@ -45,7 +47,9 @@ class FCIS(nn.Module):
                                                   list(config.image_mean), list(config.image_std))
         self.backbone = backbone
         self.rpn = build_rpn(config, backbone.c4_channels)
-        self.feature_stride = 16 if config.dilate_conv5 else 32
+        # The head reads conv5 (stride 16 dilated, else 32), or at head_stride 8 conv5 merged with conv3.
+        self.fine = FineFeatures(backbone.c3_channels, backbone.c5_channels) if config.head_stride == 8 else None
+        self.feature_stride = 8 if self.fine is not None else 16 if config.dilate_conv5 else 32
         self.head = FCISHead(config, backbone.c5_channels, self.feature_stride)
         self.box_coder = BoxCoder(config.box_coder_weights)
 
@@ -54,7 +58,7 @@ class FCIS(nn.Module):
             raise ValueError("targets are required in training mode")
         original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         batch, targets = self.transform(images, targets)
-        c4, c5 = self.backbone(batch.tensors)
+        c4, c5 = head_input(self.backbone, self.fine, batch.tensors)
         # Anchors and proposals take the features' dtype: keep them float32 under bf16/fp16 autocast.
         rpn_in = c4 if c4.dtype in (torch.float32, torch.float64) else c4.float()
         proposals, rpn_losses = self.rpn(batch, {"0": rpn_in}, targets)
@@ -70,7 +74,7 @@ class FCIS(nn.Module):
         (mask voted inside its box window only; same values as ``model(images)``'s masks)."""
         original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         batch, _ = self.transform(images)
-        c4, c5 = self.backbone(batch.tensors)
+        c4, c5 = head_input(self.backbone, self.fine, batch.tensors)
         rpn_in = c4 if c4.dtype in (torch.float32, torch.float64) else c4.float()
         proposals, _ = self.rpn(batch, {"0": rpn_in})
         rois, probs, scores = self.score_candidates(self.head(c5), proposals, batch.image_sizes)
