@@ -19,6 +19,7 @@ import torch
 
 from fcis.data import CocoInstances, build_transforms
 from fcis.engine import load_model
+from fcis.models.fcis.fine_features import head_input
 from fcis.models.fcis.losses import per_roi_losses, select_hard
 from fcis.models.fcis.targets import assign_targets, mask_targets
 
@@ -36,7 +37,7 @@ def diagnose(ckpt: str, val_json: str, images: int) -> dict[str, float]:
             if len(tgt["labels"]) == 0:
                 continue
             batch, targets = model.transform([img], [tgt])
-            c4, c5 = model.backbone(batch.tensors)
+            c4, c5 = head_input(model.backbone, model.fine, batch.tensors)
             proposals, _ = model.rpn(batch, {"0": c4}, targets)
             maps = model.head(c5)
             t = assign_targets(proposals, targets, model.box_coder, cfg.roi_fg_iou, cfg.add_gt_to_proposals)

@@ -97,6 +97,7 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
     ``select_detections``), each timed under its FCIS_STAGES name."""
     from torchvision.models.detection.transform import resize_boxes
 
+    from fcis.models.fcis.fine_features import head_input
     from fcis.models.fcis.mask_voting import voted_windows
     from fcis.models.mask_paste import tight_window_box
     from fcis.models.nms import first_kept_nms
@@ -106,7 +107,7 @@ def fcis_pieces(model, image: torch.Tensor, timer: StageTimer) -> dict[str, torc
     with timer("transform"):
         batch, _ = model.transform([image])
     with timer("backbone"):
-        c4, c5 = model.backbone(batch.tensors)
+        c4, c5 = head_input(model.backbone, model.fine, batch.tensors)
     with timer("rpn"):
         proposals, _ = model.rpn(batch, {"0": c4})
     with timer("head convs"):

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from fcis.models.fcis.fine_features import head_input
+
 from .common import Budget, available, build, calibrate_bn, log, random_image, random_rois, ratio, timeit
 
 
@@ -32,7 +34,7 @@ def run(budget: Budget, device: str = "cpu") -> dict[str, Any]:
     calibrate_bn(fcis, image)
     batch, _ = fcis.transform([image])
     bh, bw = batch.image_sizes[0]
-    _, c5 = fcis.backbone(batch.tensors)
+    _, c5 = head_input(fcis.backbone, fcis.fine, batch.tensors)
     maps = fcis.head(c5)
     out["fcis_score_maps"] = list(maps.inside_outside.shape)
     rois = {n: random_rois(n, bh, bw, seed=n).to(device) for n in budget.roi_counts}

@@ -16,6 +16,7 @@ import torch
 
 from .anchor_fit import box_table, fit_for_model
 from .config import AUGMENTATION_OFF, TrainConfig
+from .head_stride import HeadStrideChoice, choose_head_stride
 from .input_size import InputSizeChoice, choose_input_size, given_input_size
 from .recipe import resolve_recipe
 
@@ -65,6 +66,9 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
                                                     if k in names and k not in ANCHOR_FIELDS})
     if size is not None:
         run_defaults = dataclasses.replace(run_defaults, min_size=size.min_size, max_size=size.max_size)
+    stride = plan_head_stride(run_defaults, names, pretrained, given, cfg)
+    if stride is not None and stride.source == "data":
+        overrides["head_stride"] = stride.stride
     fixed = {k: v for k, v in {**recipe.model, **given}.items() if k in ANCHOR_FIELDS}
     fit = fit_for_model("", run_defaults, train_ds, given=fixed, table=table,
                         paper=cfg.anchors == "paper" or cfg.recipe != "auto", balanced=cfg.anchors != "fit-boxes")
@@ -82,11 +86,14 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
     if log is not None:
         if size is not None:   # first: the summary below measures the boxes at this size
             log(size.describe())
+        if stride is not None:
+            log(stride.describe())
         log(report.describe(short=True))
         log(recipe.describe())
         if fit is not None:
             log(fit.describe())
     record = {"recipe": recipe.to_dict(), "input_size": size.to_dict() if size is not None else None,
+              "head_stride": stride.to_dict() if stride is not None else None,
               "anchors": fit.to_dict() if fit is not None else None, "data": report.summary()}
     return RunPlan(cfg, overrides, record)
 
@@ -112,6 +119,15 @@ def plan_input_size(builder, num_classes: int, pretrained: bool, given: dict[str
     if cfg.input_size == "model":
         return given_input_size(*default, "model", "--input-size model", default, table)
     return choose_input_size(table, *default, native_cap=not pretrained)
+
+
+def plan_head_stride(run_defaults, names: set[str], pretrained: bool, given: dict[str, Any],
+                     cfg: TrainConfig) -> HeadStrideChoice | None:
+    """FCIS's score-map stride (:func:`fcis.engine.head_stride.choose_head_stride`) for recipe
+    ``auto``; None for a model without ``head_stride`` or another recipe (the paper's 16)."""
+    if "head_stride" not in names or cfg.recipe != "auto":
+        return None
+    return choose_head_stride(run_defaults, pretrained=pretrained, given="head_stride" in given)
 
 
 def _count_instances(train_ds) -> int:
@@ -148,6 +164,7 @@ def plan_resumed_run(cfg: TrainConfig, ckpt: dict[str, Any]) -> RunPlan:
     if cfg.unresolved():   # a checkpoint from before recipes: resolve the rest as a fresh run would
         cfg, _ = resolve_recipe(cfg, pretrained=bool(ckpt.get("model_config", {}).get("backbone_pretrained")),
                                 num_train_images=1)
-    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "input_size", "anchors", "data", "init_from")
+    record: dict[str, Any] = {k: ckpt[k] for k in ("recipe", "input_size", "head_stride", "anchors", "data",
+                                                   "init_from")
                               if k in ckpt}
     return RunPlan(cfg, {}, record)

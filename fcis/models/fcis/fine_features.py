@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backbone import ResNetC4C5
+
 __all__ = ["FineFeatures", "head_input"]
 
 
@@ -26,14 +28,14 @@ class FineFeatures(nn.Module):
         super().__init__()
         self.lateral = nn.Conv2d(c3_channels, c5_channels, 1)
         nn.init.zeros_(self.lateral.weight)
-        nn.init.zeros_(self.lateral.bias)
+        nn.init.zeros_(self.lateral.bias)  # type: ignore[arg-type]  # (a bias is made: bias=True)
 
     def forward(self, c3: Tensor, c5: Tensor) -> Tensor:
         up = F.interpolate(c5, size=c3.shape[-2:], mode="bilinear", align_corners=False)
         return up + self.lateral(c3)
 
 
-def head_input(backbone: nn.Module, fine: FineFeatures | None, x: Tensor) -> tuple[Tensor, Tensor]:
+def head_input(backbone: ResNetC4C5, fine: FineFeatures | None, x: Tensor) -> tuple[Tensor, Tensor]:
     """(conv4 for the RPN, the head's input): conv5 itself, or with ``fine`` the stride-8 merge."""
     if fine is None:
         return backbone(x)
