@@ -23,7 +23,7 @@ def test_rows_turn_each_lever_off_alone_and_on_alone():
     keys = [r.key for r in sl.ROWS]
     assert len(keys) == len(set(keys))
     every_off = [f for lv in sl.DEFAULT_LEVERS for f in lv.off]
-    assert {lv.key for lv in sl.DEFAULT_LEVERS} == {"anchors", "input_size", "copy_paste"}   # the bare command's
+    assert {lv.key for lv in sl.DEFAULT_LEVERS} == {"anchors", "input_size", "copy_paste", "head_stride"}   # the bare command's
     assert sl.ROW_BY_KEY["all"].flags == () and sl.ROW_BY_KEY["all"].code == "new"
     assert sl.ROW_BY_KEY["before"].flags == () and sl.ROW_BY_KEY["before"].code == "before"
     assert list(sl.ROW_BY_KEY["none"].flags) == every_off
@@ -33,6 +33,9 @@ def test_rows_turn_each_lever_off_alone_and_on_alone():
         assert only == [f for other in sl.DEFAULT_LEVERS if other is not lv for f in other.off]
     for lv in sl.EXTRA_LEVERS:
         assert sl.ROW_BY_KEY[f"plus_{lv.key}"].flags == lv.on and lv.on and not lv.off
+    assert "head_stride=16" not in sl.ROW_BY_KEY["maskrcnn_none"].flags   # an FCIS field only
+    assert list(sl.ROW_BY_KEY["maskrcnn_none"].flags) == [f for lv in sl.DEFAULT_LEVERS if not lv.fcis_only
+                                                          for f in lv.off]
     for row in sl.ROWS:
         if row.equal_time_to:
             assert row.model == sl.MASKRCNN and sl.ROW_BY_KEY[row.equal_time_to].model == sl.FCIS
