@@ -248,7 +248,7 @@ def chosen_settings(config_json: Path) -> dict[str, Any]:
     cfg = json.loads(config_json.read_text())
     model = cfg.get("model_config") or {}
     train = cfg.get("train_config") or {}
-    out = {k: model[k] for k in ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "norm",
+    out = {k: model[k] for k in ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "norm", "head_stride",
                                  "window_sizes") if k in model}
     out.update({k: train[k] for k in ("anchors", "input_size", "scale_jitter", "photometric", "copy_paste",
                                       "iterations", "lr", "optimizer", "warmup_iters") if k in train})

@@ -235,6 +235,7 @@ def test_inspect_data_prints_the_choice_and_coverage_per_class(tiny_two_classes,
                  "--output", str(tmp_path / "p.png")]) == 0
     out = capsys.readouterr().out
     assert "input size 64/107 (chosen from the data)" in out
+    assert "head stride 8 (chosen)" in out            # two classes from random weights
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.split()[:4] == ["class", "boxes", "median", "px"])
     rows = {line.split()[0]: line.split() for line in lines[head + 1:head + 3]}

@@ -94,7 +94,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     from fcis.engine import TrainConfig
     from fcis.engine.anchor_fit import box_table, fit_for_model
     from fcis.engine.inspect_data import draw_report, inspect_dataset
-    from fcis.engine.run_plan import plan_input_size
+    from fcis.engine.run_plan import plan_head_stride, plan_input_size
     from fcis.models import BUILDERS
 
     if args.model not in BUILDERS:
@@ -111,6 +111,9 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
         print(size.describe())
     with torch.device("meta"):
         mcfg: Any = BUILDERS[args.model](num_classes=num_classes, **sizes).config
+    stride = plan_head_stride(mcfg, {f.name for f in dataclasses.fields(mcfg)}, False, {}, TrainConfig())
+    if stride is not None:   # FCIS's score-map stride as a run from random weights would choose it
+        print(stride.describe())
     fit = fit_for_model(args.model, mcfg, data, given={}, table=table, paper=args.anchors == "paper",
                         balanced=args.anchors != "fit-boxes")
     # the summary with the anchors `fcis train` would use (the model's own with --anchors paper)
