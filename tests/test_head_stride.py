@@ -132,3 +132,12 @@ def test_stride_8_exports_to_onnx_with_the_same_candidates(tmp_path):
     np.testing.assert_allclose(boxes, rois[:, 1:].numpy(), atol=1e-3)
     np.testing.assert_allclose(class_probs, probs.numpy(), atol=1e-4)
     np.testing.assert_allclose(mask_probs, scores.mask_probs().numpy(), atol=1e-4)
+
+
+def test_cost_benchmark_runs_at_a_toy_size():
+    from benchmarks.head_stride import measure
+
+    r = measure(64, 96, 2, rounds=1)
+    assert r["map_mib"][8] == pytest.approx(4 * r["map_mib"][16], rel=0.2)
+    for part in ("train_step", "inference"):
+        assert r[part]["stride16_s"] > 0 and r[part]["stride8_s"] > 0 and r[part]["ratio_median"] > 0
