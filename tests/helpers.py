@@ -36,3 +36,21 @@ def assert_empty_image_trains(losses: dict, head: torch.nn.Module) -> None:
     sum(losses.values()).backward()
     grads = [p.grad for p in head.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def assert_onnx_candidates_match(session, model, image: torch.Tensor) -> None:
+    """An exported FCIS graph (an onnxruntime ``session``) gives the eager ``model``'s candidates on
+    ``image``: boxes, class probabilities and mask probabilities of ``score_candidates``."""
+    from fcis.inference.onnx_runner import preprocess
+    from fcis.models.fcis.fine_features import head_input
+
+    with torch.no_grad():
+        batch, _ = model.transform([image])
+        c4, maps = head_input(model.backbone, model.fine, batch.tensors)
+        proposals, _ = model.rpn(batch, {"0": c4})
+        rois, probs, scores = model.score_candidates(model.head(maps), proposals, batch.image_sizes)
+    boxes, class_probs, mask_probs = session.run(None, {"image": preprocess(image.numpy(), model.config.to_dict())})
+    assert len(boxes) == len(rois) > 0
+    np.testing.assert_allclose(boxes, rois[:, 1:].numpy(), atol=1e-3)
+    np.testing.assert_allclose(class_probs, probs.numpy(), atol=1e-4)
+    np.testing.assert_allclose(mask_probs, scores.mask_probs().numpy(), atol=1e-4)

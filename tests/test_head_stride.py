@@ -4,11 +4,10 @@ compute it, training, inference, checkpoints and ONNX export."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import box_target
+from helpers import assert_onnx_candidates_match, box_target
 
 from fcis.engine.checkpoint import build_from_checkpoint
 from fcis.models import BUILDERS, FCISConfig
@@ -114,24 +113,13 @@ def test_stride_8_exports_to_onnx_with_the_same_candidates(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from fcis.export.onnx_export import export_onnx
-    from fcis.inference.onnx_runner import preprocess
 
     torch.manual_seed(0)
     model = BUILDERS["fcis_resnet18"](num_classes=3, head_stride=8, **SMALL).eval()
     torch.nn.init.normal_(model.fine.lateral.weight, std=0.05)     # not the zero start: conv3 counts
     path = export_onnx(model, tmp_path / "fine.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    image = torch.rand(3, 64, 80)
-    with torch.no_grad():
-        batch, _ = model.transform([image])
-        c4, maps = head_input(model.backbone, model.fine, batch.tensors)
-        proposals, _ = model.rpn(batch, {"0": c4})
-        rois, probs, scores = model.score_candidates(model.head(maps), proposals, batch.image_sizes)
-    boxes, class_probs, mask_probs = session.run(None, {"image": preprocess(image.numpy(), model.config.to_dict())})
-    assert len(boxes) == len(rois) > 0
-    np.testing.assert_allclose(boxes, rois[:, 1:].numpy(), atol=1e-3)
-    np.testing.assert_allclose(class_probs, probs.numpy(), atol=1e-4)
-    np.testing.assert_allclose(mask_probs, scores.mask_probs().numpy(), atol=1e-4)
+    assert_onnx_candidates_match(session, model, torch.rand(3, 64, 80))
 
 
 def test_cost_benchmark_runs_at_a_toy_size():

@@ -4,10 +4,9 @@ field); the fast ResNet path with a GroupNorm body; the recipe's choice."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from helpers import box_target
+from helpers import assert_onnx_candidates_match, box_target
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -190,7 +189,6 @@ def test_gn_fcis_exports_to_onnx_with_standard_ops_and_the_same_candidates(tmp_p
     pytest.importorskip("onnxscript")
     onnx = pytest.importorskip("onnx")
     from fcis.export.onnx_export import export_onnx, onnx_op_domains
-    from fcis.inference.onnx_runner import preprocess
 
     torch.manual_seed(0)
     model = BUILDERS["fcis_resnet18"](num_classes=3, norm="gn", **{**SMALL["fcis_resnet18"], "head_channels": 64,
@@ -199,17 +197,7 @@ def test_gn_fcis_exports_to_onnx_with_standard_ops_and_the_same_candidates(tmp_p
     path = export_onnx(model, tmp_path / "gn.onnx")
     assert set(onnx_op_domains(onnx.load(str(path)))) == {"ai.onnx"}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    image = torch.rand(3, 64, 80)
-    with torch.no_grad():
-        batch, _ = model.transform([image])
-        c4, c5 = model.backbone(batch.tensors)
-        proposals, _ = model.rpn(batch, {"0": c4})
-        rois, probs, scores = model.score_candidates(model.head(c5), proposals, batch.image_sizes)
-    boxes, class_probs, mask_probs = session.run(None, {"image": preprocess(image.numpy(), model.config.to_dict())})
-    assert len(boxes) == len(rois) > 0
-    np.testing.assert_allclose(boxes, rois[:, 1:].numpy(), atol=1e-3)
-    np.testing.assert_allclose(class_probs, probs.numpy(), atol=1e-4)
-    np.testing.assert_allclose(mask_probs, scores.mask_probs().numpy(), atol=1e-4)
+    assert_onnx_candidates_match(session, model, torch.rand(3, 64, 80))
 
 
 def test_groupnorm_models_need_no_synchronised_batchnorm():
