@@ -1,5 +1,6 @@
 """The score-map stride a run from random weights takes (fcis/engine/head_stride.py): stride 8 when
-one image's maps fit the budget, the paper's 16 otherwise, with ImageNet weights, or as given."""
+the input leaves many boxes small and one image's maps fit the budget; the paper's 16 otherwise,
+with ImageNet weights, or as given."""
 
 from __future__ import annotations
 
@@ -10,15 +11,25 @@ import torch
 
 from fcis.engine import TrainConfig
 from fcis.engine.head_stride import MAP_BUDGET_BYTES, choose_head_stride, score_map_bytes
+from fcis.engine.input_size import REACH_TARGET
 from fcis.models import FCISConfig
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def _shapes(tmp_path_factory, name: str, min_object_size: int, max_object_fraction: float):
     from fcis.data import make_shapes
 
-    return make_shapes(tmp_path_factory.mktemp("shapes"), num_images=4, seed=4, image_size=(64, 80),
-                       max_objects=3, min_object_size=16, val_fraction=0.0)
+    return make_shapes(tmp_path_factory.mktemp(name), num_images=4, seed=4, image_size=(64, 80), max_objects=3,
+                       min_object_size=min_object_size, max_object_fraction=max_object_fraction, val_fraction=0.0)
+
+
+@pytest.fixture(scope="module")
+def small_objects(tmp_path_factory):
+    return _shapes(tmp_path_factory, "small", 8, 0.2)         # boxes 8-16 px at 64 x 80
+
+
+@pytest.fixture(scope="module")
+def large_objects(tmp_path_factory):
+    return _shapes(tmp_path_factory, "large", 40, 0.9)        # boxes 40 px and more
 
 
 def test_score_map_bytes_counts_every_channel_on_the_grid():
@@ -29,35 +40,49 @@ def test_score_map_bytes_counts_every_channel_on_the_grid():
     assert score_map_bytes(80, 7, 600, 1000, 8) > MAP_BUDGET_BYTES > score_map_bytes(33, 7, 600, 1000, 8)
 
 
-@pytest.mark.parametrize(("classes", "pretrained", "given", "want", "source"), [
-    (1, False, False, 8, "data"),        # PennFudanPed-like: a few classes from random weights
-    (33, False, False, 8, "data"),
-    (80, False, False, 16, "model"),     # COCO: over the budget
-    (1, True, False, 16, "model"),       # ImageNet weights: the paper's head
-    (1, False, True, 16, "given"),       # --set head_stride=16 wins
+@pytest.mark.parametrize(("classes", "reach", "pretrained", "given", "want", "source", "words"), [
+    (2, 0.72, False, False, 8, "data", "under 90%"),      # TreePheno-like: many small boxes
+    (33, 0.5, False, False, 8, "data", "within"),
+    (1, 0.98, False, False, 16, "model", "98%"),          # PennFudanPed-like: large objects
+    (1, REACH_TARGET, False, False, 16, "model", "90%"),  # at the target: stays
+    (1, None, False, False, 16, "model", "100%"),         # no boxes
+    (80, 0.5, False, False, 16, "model", "budget"),       # COCO's 80 classes: over the budget
+    (1, 0.5, True, False, 16, "model", "ImageNet"),       # ImageNet weights: the paper's head
+    (1, 0.5, False, True, 16, "given", "given"),          # --set head_stride=16 wins
 ])
-def test_choice(classes, pretrained, given, want, source):
-    choice = choose_head_stride(FCISConfig(num_classes=classes), pretrained=pretrained, given=given)
+def test_choice(classes, reach, pretrained, given, want, source, words):
+    choice = choose_head_stride(FCISConfig(num_classes=classes), pretrained=pretrained, given=given, reach=reach)
     assert (choice.stride, choice.source) == (want, source)
-    assert f"head stride {want}" in choice.describe() and choice.reason
-    if source == "model" and not pretrained:
-        assert "MiB" in choice.reason and "budget" in choice.reason
+    assert choice.describe().startswith(f"head stride {want} (") and words in choice.reason
+    assert choice.map_bytes == score_map_bytes(classes, 7, 600, 1000, want)
 
 
 def test_undilated_conv5_keeps_its_stride():
-    choice = choose_head_stride(FCISConfig(num_classes=1, dilate_conv5=False), pretrained=False, given=False)
-    assert choice.stride == 16 and "dilated" in choice.reason
+    choice = choose_head_stride(FCISConfig(num_classes=1, dilate_conv5=False), pretrained=False, given=False, reach=0.1)
+    assert (choice.stride, choice.source) == (16, "model") and "dilated" in choice.reason   # the field, kept
 
 
-def test_given_stride_and_other_models_are_left_alone(tiny, tmp_path):
+def test_runs_choose_by_their_boxes_and_record_it(small_objects, large_objects, tmp_path):
     from fcis.engine import train
 
     cfg = TrainConfig(iterations=1, workers=0, min_size=64, max_size=80, device="cpu")
-    train("fcis_resnet18", tiny["train"], None, tmp_path / "fcis", cfg, progress=False,
+    for data, want in ((small_objects, 8), (large_objects, 16)):
+        out = tmp_path / f"run{want}"
+        train("fcis_resnet18", data["train"], None, out, cfg, progress=False)
+        run = json.loads((out / "config.json").read_text())
+        assert (run["input_size"]["reach"] < REACH_TARGET) == (want == 8)
+        assert run["head_stride"]["stride"] == run["model_config"]["head_stride"] == want
+        assert torch.load(out / "last.pt", weights_only=False)["head_stride"] == run["head_stride"]
+
+
+def test_given_stride_and_other_models_are_left_alone(small_objects, tmp_path):
+    from fcis.engine import train
+
+    cfg = TrainConfig(iterations=1, workers=0, min_size=64, max_size=80, device="cpu")
+    train("fcis_resnet18", small_objects["train"], None, tmp_path / "fcis", cfg, progress=False,
           model_overrides={"head_stride": 16})
     run = json.loads((tmp_path / "fcis" / "config.json").read_text())
     assert run["model_config"]["head_stride"] == 16 and run["head_stride"]["source"] == "given"
-    train("instancefcn_resnet18", tiny["train"], None, tmp_path / "ifcn", cfg, progress=False)
+    train("instancefcn_resnet18", small_objects["train"], None, tmp_path / "ifcn", cfg, progress=False)
     run = json.loads((tmp_path / "ifcn" / "config.json").read_text())
     assert run["head_stride"] is None and "head_stride" not in run["model_config"]
-    assert torch.load(tmp_path / "ifcn" / "last.pt", weights_only=False)["head_stride"] is None
