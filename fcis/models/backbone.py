@@ -143,10 +143,7 @@ class ResNetC4C5(nn.Module):
         self._bn_folder = BatchNormFolder()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = cpu_channels_last(x)
-        fold = BatchNormFolder.applies(self)
-        c4, _ = run_resnet_modules(self.body.named_children(), x, self._bn_folder, fold)
-        c5, _ = run_resnet_modules([("layer4", self.layer4)], c4, self._bn_folder, fold)
+        _, c4, c5 = self.with_conv3(x)
         return c4, c5
 
     def with_conv3(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
