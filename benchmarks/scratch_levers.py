@@ -77,7 +77,7 @@ class Lever:
 
 
 #: Issue 22's levers: the four defaults of the bare command (leave-one-out rows ``off_*``; the head
-#: stride is chosen for small objects only, and ``plus_head_stride`` forces it), then the three
+#: stride is chosen for small objects only, and ``plus_head_stride`` forces it), then the four
 #: measured and left off (rows ``plus_*``: the bare command with one of them on).
 LEVERS: tuple[Lever, ...] = (
     Lever("anchors", "class-balanced anchor fit, its count of sizes", off=("--anchors", "fit-boxes")),
@@ -88,6 +88,8 @@ LEVERS: tuple[Lever, ...] = (
     Lever("gn", "GroupNorm (instead of BatchNorm)", on=("--set", "norm=gn")),
     Lever("scale_jitter", "scale jitter 0.5-1.5", on=("--scale-jitter", "0.5", "1.5")),
     Lever("photometric", "colour jitter", on=("--photometric",)),
+    Lever("mask_loss", "FCIS's mask loss averaged over the foreground RoIs",
+          on=("--set", "mask_loss_normalization=foreground"), fcis_only=True),
 )
 DEFAULT_LEVERS = tuple(lv for lv in LEVERS if lv.default)
 EXTRA_LEVERS = tuple(lv for lv in LEVERS if not lv.default)
@@ -253,7 +255,7 @@ def chosen_settings(config_json: Path) -> dict[str, Any]:
     model = cfg.get("model_config") or {}
     train = cfg.get("train_config") or {}
     out = {k: model[k] for k in ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "norm", "head_stride",
-                                 "window_sizes") if k in model}
+                                 "mask_loss_normalization", "window_sizes") if k in model}
     out.update({k: train[k] for k in ("anchors", "input_size", "scale_jitter", "photometric", "copy_paste",
                                       "iterations", "lr", "optimizer", "warmup_iters") if k in train})
     if isinstance(cfg.get("anchors"), dict):

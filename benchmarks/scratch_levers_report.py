@@ -101,7 +101,7 @@ def _details(name: str, entry: dict[str, Any]) -> list[str]:
 
 def _chosen(name: str, entry: dict[str, Any]) -> list[str]:
     fields = ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "anchor_coverage", "norm", "head_stride",
-              "scale_jitter", "photometric", "copy_paste")
+              "mask_loss_normalization", "scale_jitter", "photometric", "copy_paste")
     lines = [f"What each run chose on {name} (its config.json; a field the code lacks is blank):", "",
              "| row | " + " | ".join(fields) + " |", "|---" * (len(fields) + 1) + "|"]
     for key, rec in entry.get("rows", {}).items():
