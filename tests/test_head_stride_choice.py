@@ -1,6 +1,6 @@
 """The score-map stride a run from random weights takes (fcis/engine/head_stride.py): stride 8 when
-the input leaves many boxes small and one image's maps fit the budget; the paper's 16 otherwise,
-with ImageNet weights, or as given."""
+one image's maps fit the budget, whatever the objects' sizes; the paper's 16 past the budget, with
+ImageNet weights, or as given."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 
 from fcis.engine import TrainConfig
 from fcis.engine.head_stride import MAP_BUDGET_BYTES, choose_head_stride, score_map_bytes
-from fcis.engine.input_size import REACH_TARGET
 from fcis.models import FCISConfig
 
 
@@ -40,38 +39,43 @@ def test_score_map_bytes_counts_every_channel_on_the_grid():
     assert score_map_bytes(80, 7, 600, 1000, 8) > MAP_BUDGET_BYTES > score_map_bytes(33, 7, 600, 1000, 8)
 
 
-@pytest.mark.parametrize(("classes", "reach", "pretrained", "given", "want", "source", "words"), [
-    (2, 0.72, False, False, 8, "data", "under 90%"),      # TreePheno-like: many small boxes
-    (33, 0.5, False, False, 8, "data", "within"),
-    (1, 0.98, False, False, 16, "model", "98%"),          # PennFudanPed-like: large objects
-    (1, REACH_TARGET, False, False, 16, "model", "90%"),  # at the target: stays
-    (1, None, False, False, 16, "model", "100%"),         # no boxes
-    (80, 0.5, False, False, 16, "model", "budget"),       # COCO's 80 classes: over the budget
-    (1, 0.5, True, False, 16, "model", "ImageNet"),       # ImageNet weights: the paper's head
-    (1, 0.5, False, True, 16, "given", "given"),          # --set head_stride=16 wins
+@pytest.mark.parametrize(("classes", "pretrained", "given", "want", "source", "words"), [
+    (2, False, False, 8, "data", "within"),          # TreePheno-like, PennFudanPed-like: a few classes
+    (33, False, False, 8, "data", "within"),         # the budget's edge at 600 x 1000
+    (80, False, False, 16, "model", "budget"),       # COCO's 80 classes: over the budget
+    (1, True, False, 16, "model", "ImageNet"),       # ImageNet weights: the paper's head
+    (1, False, True, 16, "given", "given"),          # --set head_stride=16 wins
 ])
-def test_choice(classes, reach, pretrained, given, want, source, words):
-    choice = choose_head_stride(FCISConfig(num_classes=classes), pretrained=pretrained, given=given, reach=reach)
+def test_choice(classes, pretrained, given, want, source, words):
+    choice = choose_head_stride(FCISConfig(num_classes=classes), pretrained=pretrained, given=given)
     assert (choice.stride, choice.source) == (want, source)
     assert choice.describe().startswith(f"head stride {want} (") and words in choice.reason
     assert choice.map_bytes == score_map_bytes(classes, 7, 600, 1000, want)
 
 
+def test_budget_follows_the_input_size():
+    # 18 classes fit at 1000 x 1000 no longer than 33 do at 600 x 1000: the maps' bytes decide
+    assert choose_head_stride(FCISConfig(num_classes=18, min_size=1000, max_size=1000), pretrained=False,
+                              given=False).stride == 8
+    assert choose_head_stride(FCISConfig(num_classes=33, min_size=1000, max_size=1000), pretrained=False,
+                              given=False).stride == 16
+
+
 def test_undilated_conv5_keeps_its_stride():
-    choice = choose_head_stride(FCISConfig(num_classes=1, dilate_conv5=False), pretrained=False, given=False, reach=0.1)
+    choice = choose_head_stride(FCISConfig(num_classes=1, dilate_conv5=False), pretrained=False, given=False)
     assert (choice.stride, choice.source) == (16, "model") and "dilated" in choice.reason   # the field, kept
 
 
-def test_runs_choose_by_their_boxes_and_record_it(small_objects, large_objects, tmp_path):
+def test_runs_choose_stride_8_for_small_and_large_objects_and_record_it(small_objects, large_objects, tmp_path):
     from fcis.engine import train
 
     cfg = TrainConfig(iterations=1, workers=0, min_size=64, max_size=80, device="cpu")
-    for data, want in ((small_objects, 8), (large_objects, 16)):
-        out = tmp_path / f"run{want}"
+    for name, data in (("small", small_objects), ("large", large_objects)):
+        out = tmp_path / name
         train("fcis_resnet18", data["train"], None, out, cfg, progress=False)
         run = json.loads((out / "config.json").read_text())
-        assert (run["input_size"]["reach"] < REACH_TARGET) == (want == 8)
-        assert run["head_stride"]["stride"] == run["model_config"]["head_stride"] == want
+        assert run["head_stride"]["stride"] == run["model_config"]["head_stride"] == 8
+        assert run["head_stride"]["source"] == "data"
         assert torch.load(out / "last.pt", weights_only=False)["head_stride"] == run["head_stride"]
 
 

@@ -29,8 +29,7 @@ def test_rows_turn_each_lever_off_alone_and_on_alone():
     assert list(sl.ROW_BY_KEY["none"].flags) == every_off
     for lv in sl.DEFAULT_LEVERS:
         assert sl.ROW_BY_KEY[f"off_{lv.key}"].flags == lv.off
-        # a lever the bare command takes for some data only can be forced elsewhere
-        assert (f"plus_{lv.key}" in sl.ROW_BY_KEY) == bool(lv.on) == (lv.key == "head_stride")
+        assert f"plus_{lv.key}" not in sl.ROW_BY_KEY and not lv.on
         only = list(sl.ROW_BY_KEY[f"only_{lv.key}"].flags)
         assert only == [f for other in sl.DEFAULT_LEVERS if other is not lv for f in other.off]
     for lv in sl.EXTRA_LEVERS:

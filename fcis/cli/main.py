@@ -111,8 +111,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
         print(size.describe())
     with torch.device("meta"):
         mcfg: Any = BUILDERS[args.model](num_classes=num_classes, **sizes).config
-    stride = plan_head_stride(mcfg, {f.name for f in dataclasses.fields(mcfg)}, False, {}, TrainConfig(),
-                              size.reach if size is not None else None)
+    stride = plan_head_stride(mcfg, {f.name for f in dataclasses.fields(mcfg)}, False, {}, TrainConfig())
     if stride is not None:   # FCIS's score-map stride as a run from random weights would choose it
         print(stride.describe())
     fit = fit_for_model(args.model, mcfg, data, given={}, table=table, paper=args.anchors == "paper",

@@ -7,18 +7,19 @@ weights, 300 iterations of 2 images with ``fcis_resnet18`` (benchmarks/ABLATION.
 
 - on sets of **small objects** the finer maps are what lets the small class be found at all:
   TreePheno's branch bases (median 30 px, 315 held out) went from mask AP 0.1 (AP50 0.6) to 1.8
-  (AP50 9.1); its mean over two classes moved 25.6 -> 24.3, the 16 held-out stems losing 4.3;
-- on sets of **large objects** it is no steady gain: PennFudanPed 32.0 -> 35.5, balloon 19.1 -> 17.0.
+  (AP50 9.1);
+- on **large objects** they gain too, where the masks' detail is what AP75 asks for:
+  PennFudanPed 32.0 -> 35.5, 33.7 -> 38.0 and 30.9 -> 35.0 at seeds 0, 1 and 2 (a mean of
+  32.2 -> 36.2); balloon's 13 held-out photos move both ways (19.1 -> 17.0, 11.5 -> 12.2), within
+  its spread across seeds.
 
-So :func:`choose_head_stride` takes stride 8 from random weights only when the input size could not
-bring :data:`~fcis.engine.input_size.REACH_TARGET` of the boxes (class-balanced) to
-:data:`~fcis.engine.input_size.REACH_PX` px or more -- the same measure the input size is chosen by
-(:mod:`fcis.engine.input_size`) -- and when one image's stride-8 maps fit
-:data:`MAP_BUDGET_BYTES`: their 2·k²·(C+1) + 4·k² channels on four times the cells are cheap for
-a few classes, 0.3 GB per 600 x 1000 image for COCO's 80 (whose 1×1 score-map conv then counts
-about 78 G multiply-adds per image, twice a dilated ResNet-18's). With ImageNet weights (the
-paper's recipe, whose heads start from stride-16 features), or when the user gives ``--set
-head_stride=…``, the stride stays as given or as the paper's 16.
+So :func:`choose_head_stride` takes stride 8 from random weights whenever one image's stride-8 maps
+fit :data:`MAP_BUDGET_BYTES`: their 2·k²·(C+1) + 4·k² channels on four times the cells are cheap
+for a few classes (a training step costs about ×1.2, benchmarks/HEAD-STRIDE.md), 0.3 GB per
+600 x 1000 image for COCO's 80 (whose 1×1 score-map conv then counts about 78 G multiply-adds per
+image, twice a dilated ResNet-18's). With ImageNet weights (the paper's recipe, whose heads start
+from stride-16 features), or when the user gives ``--set head_stride=…``, the stride stays as given
+or as the paper's 16.
 
 The choice and its reason are printed at the start of ``fcis train`` and by ``fcis inspect-data``,
 and recorded in ``config.json`` (``head_stride``); the model's config keeps the value, so
@@ -30,8 +31,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
-
-from .input_size import REACH_PX, REACH_TARGET
 
 __all__ = ["HeadStrideChoice", "choose_head_stride", "score_map_bytes", "MAP_BUDGET_BYTES", "FINE_STRIDE"]
 
@@ -72,12 +71,10 @@ class HeadStrideChoice:
         return {"data": "chosen", "given": "given", "model": "the model's"}.get(self.source, self.source)
 
 
-def choose_head_stride(config: Any, *, pretrained: bool, given: bool, reach: float | None) -> HeadStrideChoice:
+def choose_head_stride(config: Any, *, pretrained: bool, given: bool) -> HeadStrideChoice:
     """The head stride of a run of FCIS model ``config`` (its ``num_classes``, ``group_size``,
-    ``min_size``, ``max_size``, ``score_maps``, ``head_stride``, ``dilate_conv5``). ``reach``: the
-    class-balanced share of the training boxes at least REACH_PX px at the run's input (None: no
-    boxes). Stride 8 from random weights when ``reach`` is under REACH_TARGET and one image's
-    stride-8 maps fit :data:`MAP_BUDGET_BYTES`; else the config's."""
+    ``min_size``, ``max_size``, ``score_maps``, ``head_stride``, ``dilate_conv5``): stride 8 from
+    random weights when one image's stride-8 maps fit :data:`MAP_BUDGET_BYTES`; else the config's."""
     separate = getattr(config, "score_maps", "joint") == "separate"
 
     def size(stride: int) -> int:
@@ -94,15 +91,11 @@ def choose_head_stride(config: Any, *, pretrained: bool, given: bool, reach: flo
         return keep("model", "ImageNet weights or a trained model: the paper's head on conv5")
     if not config.dilate_conv5:
         return keep("model", "conv5 is not dilated (stride 8 needs it)")
-    small = f"{100 * (reach if reach is not None else 1.0):.0f}% of the boxes (class-balanced) are at least " \
-            f"{REACH_PX:.0f} px at the input"
-    if reach is None or reach >= REACH_TARGET:
-        return keep("model", f"{small}: the paper's stride 16 (stride 8 is chosen for small objects)")
     mib = f"{fine / 2 ** 20:.0f} MiB"
     budget = f"{MAP_BUDGET_BYTES // 2 ** 20} MiB"
+    image = f"{config.min_size}x{config.max_size} image"
     if fine > MAP_BUDGET_BYTES:
-        return keep("model", f"only {small}, but stride 8 would need {mib} of score maps per "
-                    f"{config.min_size}x{config.max_size} image ({config.num_classes} classes), over the {budget} budget")
-    return HeadStrideChoice(FINE_STRIDE, "data", f"only {small} (under {100 * REACH_TARGET:.0f}%): finer score maps "
-                            f"for small objects; {mib} per {config.min_size}x{config.max_size} image, within the "
-                            f"{budget} budget", fine)
+        return keep("model", f"stride 8 would need {mib} of score maps per {image} ({config.num_classes} "
+                    f"classes), over the {budget} budget: the paper's stride 16")
+    return HeadStrideChoice(FINE_STRIDE, "data", f"random weights: finer score maps for small objects and mask "
+                            f"detail; {mib} per {image}, within the {budget} budget", fine)

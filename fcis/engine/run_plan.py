@@ -66,7 +66,7 @@ def plan_fresh_run(builder: Callable[..., torch.nn.Module], train_ds, cfg: Train
                                                     if k in names and k not in ANCHOR_FIELDS})
     if size is not None:
         run_defaults = dataclasses.replace(run_defaults, min_size=size.min_size, max_size=size.max_size)
-    stride = plan_head_stride(run_defaults, names, pretrained, given, cfg, size.reach if size is not None else None)
+    stride = plan_head_stride(run_defaults, names, pretrained, given, cfg)
     if stride is not None and stride.source == "data":
         overrides["head_stride"] = stride.stride
     fixed = {k: v for k, v in {**recipe.model, **given}.items() if k in ANCHOR_FIELDS}
@@ -122,13 +122,12 @@ def plan_input_size(builder, num_classes: int, pretrained: bool, given: dict[str
 
 
 def plan_head_stride(run_defaults, names: set[str], pretrained: bool, given: dict[str, Any],
-                     cfg: TrainConfig, reach: float | None) -> HeadStrideChoice | None:
-    """FCIS's score-map stride (:func:`fcis.engine.head_stride.choose_head_stride`; ``reach``: the
-    class-balanced share of boxes >= 32 px at the run's input) for recipe ``auto``; None for a
-    model without ``head_stride`` or another recipe (the paper's 16)."""
+                     cfg: TrainConfig) -> HeadStrideChoice | None:
+    """FCIS's score-map stride (:func:`fcis.engine.head_stride.choose_head_stride`) for recipe
+    ``auto``; None for a model without ``head_stride`` or another recipe (the paper's 16)."""
     if "head_stride" not in names or cfg.recipe != "auto":
         return None
-    return choose_head_stride(run_defaults, pretrained=pretrained, given="head_stride" in given, reach=reach)
+    return choose_head_stride(run_defaults, pretrained=pretrained, given="head_stride" in given)
 
 
 def _count_instances(train_ds) -> int:
