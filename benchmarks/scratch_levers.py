@@ -82,7 +82,7 @@ class Lever:
 LEVERS: tuple[Lever, ...] = (
     Lever("anchors", "class-balanced anchor fit, its count of sizes", off=("--anchors", "fit-boxes")),
     Lever("input_size", "input size from the data", off=("--input-size", "model")),
-    Lever("copy_paste", "copy-paste", off=("--copy-paste", "0")),
+    Lever("copy_paste", "copy-paste on every image", off=("--copy-paste", "0")),
     Lever("head_stride", "FCIS's score maps at stride 8", off=("--set", "head_stride=16"), fcis_only=True),
     Lever("gn", "GroupNorm (instead of BatchNorm)", on=("--set", "norm=gn")),
     Lever("scale_jitter", "scale jitter 0.5-1.5", on=("--scale-jitter", "0.5", "1.5")),
@@ -122,6 +122,8 @@ ROWS: tuple[Row, ...] = (
     *(Row(f"off_{lv.key}", f"all but {lv.label}", lv.off) for lv in DEFAULT_LEVERS),
     *(Row(f"only_{lv.key}", f"only {lv.label}", all_off(lv.key)) for lv in DEFAULT_LEVERS),
     *(Row(f"plus_{lv.key}", f"all and {lv.label}", lv.on) for lv in EXTRA_LEVERS),
+    Row("half_copy_paste", "all, copy-paste on half of the images (the earlier default)",
+        ("--copy-paste", "0.5")),
     Row("maskrcnn_all", "Mask R-CNN, all levers, FCIS 'all' time", model=MASKRCNN, equal_time_to="all"),
     Row("maskrcnn_none", "Mask R-CNN, no lever, FCIS 'all' time", all_off(model=MASKRCNN), model=MASKRCNN,
         equal_time_to="all"),

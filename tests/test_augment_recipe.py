@@ -61,7 +61,7 @@ def test_auto_recipe_takes_the_length_from_the_data_unless_given():
 def test_augmentation_by_recipe_and_given_values_win():
     cfg, rec = resolve_recipe(TrainConfig(iterations=10), pretrained=False, num_train_images=10)
     assert _aug(cfg) == SCRATCH_AUGMENTATION and all(rec.sources[k] == "recipe" for k in OFF)
-    assert "augmentation: hflip_prob=0.5, scale_jitter=1.0 1.0, photometric=False, copy_paste=0.5" in rec.describe()
+    assert "augmentation: hflip_prob=0.5, scale_jitter=1.0 1.0, photometric=False, copy_paste=1.0" in rec.describe()
     for pretrained, recipe in ((True, "auto"), (True, "paper-coco"), (False, "paper-voc")):
         cfg, rec = resolve_recipe(TrainConfig(iterations=10, recipe=recipe, allow_random_init=True),
                                   pretrained=pretrained, num_train_images=10)
@@ -121,4 +121,4 @@ def test_a_fresh_run_prints_its_length_and_augmentation(tmp_path):
     assert plan.cfg.iterations == 2000
     assert f"iterations 2000 from the data: 6 images with {instances} instances" in text
     assert "raised to the minimum of 2000" in text and "augmentation: hflip_prob=0.5, scale_jitter=1.0 1.0" in text
-    assert plan.record["recipe"]["length"] and plan.record["recipe"]["train"]["copy_paste"] == 0.5
+    assert plan.record["recipe"]["length"] and plan.record["recipe"]["train"]["copy_paste"] == 1.0

@@ -102,7 +102,7 @@ class TrainConfig:
                                 choices=("skip", "raise"))
     hflip_prob: float = _field(0.5, "probability of the horizontal flip augmentation")
     # Augmentation for few images (issue 22; fcis/data/transforms.py, fcis/data/copy_paste.py). None:
-    # the recipe's (random weights: copy-paste 0.5; ImageNet weights and the paper-* recipes: flip only).
+    # the recipe's (random weights: copy-paste 1.0; ImageNet weights and the paper-* recipes: flip only).
     scale_jitter: tuple[float, ...] | None = _field(
         None, "scale jitter: the content of each training image scaled by a random factor in LOW HIGH "
         "(0.1 <= LOW <= HIGH <= 2), cropped or padded back to the input size; 1 1: off (default: the recipe's)",
