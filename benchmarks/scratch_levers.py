@@ -75,10 +75,8 @@ class Lever:
         return bool(self.off)
 
 
-#: Issue 22's levers: the four defaults of the bare command (leave-one-out rows ``off_*``; the head
-#: stride was chosen for small objects only until the ``plus_head_stride`` rows, which forced it,
-#: made it the default within the memory budget), then the four measured and left off (rows
-#: ``plus_*``: the bare command with one of them on).
+#: Issue 22's levers: the four defaults of the bare command (leave-one-out rows ``off_*``), then the
+#: four measured and left off (rows ``plus_*``: the bare command with one of them on).
 LEVERS: tuple[Lever, ...] = (
     Lever("anchors", "class-balanced anchor fit, its count of sizes", off=("--anchors", "fit-boxes")),
     Lever("input_size", "input size from the data", off=("--input-size", "model")),

@@ -151,11 +151,7 @@ def render(results: dict[str, Any]) -> str:
     if levers:
         out.append("- levers of the bare command (flags that turn each off): " + "; ".join(
             f"{v['label']}: `{' '.join(v['off'])}`" for v in levers.values() if v.get("off")))
-        forced = [v for v in levers.values() if v.get("on") and v.get("off")]   # chosen by the data
-        if forced:
-            out.append("- levers the bare command takes for some data only (flags that force each): " + "; ".join(
-                f"{v['label']}: `{' '.join(v['on'])}`" for v in forced))
-        extra = [v for v in levers.values() if v.get("on") and not v.get("off")]
+        extra = [v for v in levers.values() if v.get("on")]
         if extra:
             out.append("- levers measured and left off (flags that turn each on): " + "; ".join(
                 f"{v['label']}: `{' '.join(v['on'])}`" for v in extra))
